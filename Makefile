@@ -1,0 +1,22 @@
+# The two set-up commands (README): `make dev` runs the stack, `make test` runs every test.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: dev test lint bench
+
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+dev: $(STAMP)
+	$(VENV)/bin/zixly dev
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check zixly tests bench
+	$(VENV)/bin/python -m pytest
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m bench.api --quick

@@ -1,0 +1,157 @@
+"""Shared fixtures: one real embedded PostgreSQL (pgvector) and Redis for the whole run."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from zixly.auth.tokens import mint_token
+from zixly.db.migrate import upgrade
+from zixly.embedded import EmbeddedStack, Endpoints
+from zixly.http.app import create_app
+from zixly.seed import ensure_client, ensure_tenant, ensure_user
+from zixly.services import Services
+from zixly.settings import Settings
+
+JWT_SECRET = "test-secret-" + "x" * 40
+
+
+def plain_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("zixly")
+
+
+@pytest.fixture(scope="session")
+async def endpoints(data_dir: Path) -> AsyncIterator[Endpoints]:
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(data_dir))
+    stack = EmbeddedStack(data_dir, database_url=None, migrations_database_url=None, redis_url=None)
+    found = await stack.start()
+    await upgrade(found.migrations_database_url)
+    yield found
+    stack.stop()
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "jwt_secret": JWT_SECRET,
+        "rate_limit_per_minute": 100_000,
+        "log_json": True,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path) -> Settings:
+    return make_settings(data_dir)
+
+
+@pytest.fixture(scope="session")
+async def owner(endpoints: Endpoints) -> AsyncIterator[asyncpg.Connection]:
+    """A connection as the table owner, for arranging fixtures (bypasses RLS by design)."""
+    conn = await asyncpg.connect(plain_dsn(endpoints.migrations_database_url))
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def services(settings: Settings, endpoints: Endpoints) -> AsyncIterator[Services]:
+    built = Services.build(
+        settings, database_url=endpoints.database_url, redis_url=endpoints.redis_url
+    )
+    yield built
+    await built.close()
+
+
+@pytest.fixture(scope="session")
+async def client(services: Services) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(services)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@dataclass
+class TenantFixture:
+    id: uuid.UUID
+    slug: str
+    admin: str
+    editor: str
+    viewer: str
+    client_ids: list[uuid.UUID]
+
+
+class World:
+    """Builds tenants, users and tokens for a test; every name is unique to the test run."""
+
+    def __init__(self, owner: asyncpg.Connection, settings: Settings) -> None:
+        self.owner = owner
+        self.settings = settings
+
+    def token(self, email: str, tenant: str | None = None, **kw: Any) -> str:
+        return mint_token(
+            self.settings, JWT_SECRET.encode(), email=email, subject=email, tenant=tenant, **kw
+        )
+
+    def headers(self, email: str, tenant: str | None = None, **kw: Any) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(email, tenant, **kw)}"}
+
+    async def tenant(self, label: str = "t", clients: int = 2) -> TenantFixture:
+        slug = f"{label}-{uuid.uuid4().hex[:10]}"
+        tenant_id = await ensure_tenant(self.owner, slug, f"Tenant {slug}", "retail")
+        emails = {}
+        for role in ("ADMIN", "EDITOR", "VIEWER"):
+            email = f"{role.lower()}@{slug}.test"
+            await ensure_user(self.owner, email, tenant_id=tenant_id, role=role)
+            emails[role] = email
+        client_ids = [
+            await ensure_client(self.owner, tenant_id, f"C-{n}", f"Client {n} of {slug}", "retail")
+            for n in range(clients)
+        ]
+        return TenantFixture(
+            tenant_id, slug, emails["ADMIN"], emails["EDITOR"], emails["VIEWER"], client_ids
+        )
+
+    async def staff(self) -> str:
+        email = f"staff-{uuid.uuid4().hex[:8]}@zixly.test"
+        await ensure_user(self.owner, email, is_staff=True)
+        return email
+
+
+@pytest.fixture
+def world(owner: asyncpg.Connection, settings: Settings) -> World:
+    return World(owner, settings)
+
+
+async def gql(
+    client: httpx.AsyncClient,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    response = await client.post(
+        "/graphql", json={"query": query, "variables": variables or {}}, headers=headers or {}
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_logs() -> Iterator[None]:
+    from zixly.logging import configure_logging
+
+    configure_logging("WARNING", json=True)
+    yield

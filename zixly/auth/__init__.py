@@ -1,0 +1,1 @@
+"""Authentication (JWT verification) and the principal a request acts as."""

@@ -1,0 +1,78 @@
+"""The ``zixly`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+
+from zixly.errors import ZixlyError
+from zixly.settings import Settings, get_settings
+
+console = Console(stderr=True)
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from zixly.devserver import run_dev
+
+    settings = get_settings()
+    if args.port is not None:
+        settings = settings.model_copy(update={"port": args.port})
+    return asyncio.run(run_dev(settings, console))
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from zixly.devserver import mint_for
+
+    token = asyncio.run(mint_for(get_settings(), args.email, args.tenant, args.ttl))
+    print(token)
+    return 0
+
+
+def _cmd_db_upgrade(_args: argparse.Namespace) -> int:
+    from zixly.devserver import prepare_database
+
+    asyncio.run(prepare_database(get_settings(), console, seed=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zixly", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="run the whole stack on this machine (embedded default)")
+    dev.add_argument("--port", type=int, default=None, help="HTTP port (default ZIXLY_PORT)")
+    dev.set_defaults(func=_cmd_dev)
+
+    token = sub.add_parser("token", help="mint a dev token (HS256, Zixly's own key)")
+    token.add_argument("--email", required=True)
+    token.add_argument("--tenant", default=None, help="tenant slug or id")
+    token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds")
+    token.set_defaults(func=_cmd_token)
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_up = db_sub.add_parser("upgrade", help="create roles (embedded) and apply migrations")
+    db_up.set_defaults(func=_cmd_db_upgrade)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ZixlyError as error:
+        console.print(f"[red]error:[/red] {error.message}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+__all__ = ["Settings", "main"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""PostgreSQL access: engine, tenant-scoped transactions, models, bootstrap."""

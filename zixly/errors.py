@@ -1,0 +1,66 @@
+"""Zixly's own error types.
+
+Adapters translate outside errors into these (``raise ZixlyError(...) from exc``).
+Each carries a stable ``code`` that GraphQL puts in ``extensions.code`` and HTTP
+endpoints map to a status, so clients can branch on the kind of failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ZixlyError(Exception):
+    code = "INTERNAL"
+    http_status = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        # graphql-core copies an original error's ``extensions`` dict into the response.
+        self.extensions: dict[str, Any] = {"code": self.code, **details}
+
+
+class ValidationError(ZixlyError):
+    """Input that is well-formed GraphQL but not acceptable (reversed dates, bad cursor...)."""
+
+    code = "VALIDATION_ERROR"
+    http_status = 400
+
+    def __init__(self, message: str, *, field: str | None = None, **details: Any) -> None:
+        if field is not None:
+            details["field"] = field
+        super().__init__(message, **details)
+
+
+class NotFoundError(ZixlyError):
+    code = "NOT_FOUND"
+    http_status = 404
+
+
+class AuthenticationError(ZixlyError):
+    code = "UNAUTHENTICATED"
+    http_status = 401
+
+
+class ForbiddenError(ZixlyError):
+    code = "FORBIDDEN"
+    http_status = 403
+
+
+class ConflictError(ZixlyError):
+    code = "CONFLICT"
+    http_status = 409
+
+
+class RateLimitedError(ZixlyError):
+    code = "RATE_LIMITED"
+    http_status = 429
+
+
+class UnavailableError(ZixlyError):
+    """An outside system (database, Redis, provider, n8n) could not be reached."""
+
+    code = "UNAVAILABLE"
+    http_status = 503

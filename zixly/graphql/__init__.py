@@ -1,0 +1,1 @@
+"""The Strawberry GraphQL API: thin resolvers over the domain services."""

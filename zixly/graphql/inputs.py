@@ -1,0 +1,32 @@
+"""Shared GraphQL inputs and their conversion to validated domain values."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import strawberry
+
+from zixly.domain.ranges import DateRange
+from zixly.errors import ValidationError
+from zixly.graphql.context import Context
+
+
+@strawberry.input(description="An inclusive range of calendar dates (ISO 8601, YYYY-MM-DD).")
+class DateRangeInput:
+    start: dt.date
+    end: dt.date
+
+    def checked(self, ctx: Context) -> DateRange:
+        return DateRange.checked(self.start, self.end, max_days=ctx.settings.max_range_days)
+
+
+def parse_id(value: strawberry.ID | str | None, field: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except (ValueError, TypeError) as exc:
+        raise ValidationError(f"{field} is not a valid id", field=field) from exc
+
+
+def optional_id(value: strawberry.ID | str | None, field: str) -> uuid.UUID | None:
+    return None if value is None else parse_id(value, field)

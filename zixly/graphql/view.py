@@ -1,0 +1,69 @@
+"""The Starlette-mounted GraphQL endpoint (HTTP and graphql-transport-ws)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.unset import UnsetType
+
+from zixly.auth.principal import Principal
+from zixly.errors import ZixlyError
+from zixly.graphql.context import Context, build_context
+from zixly.services import Services
+
+ANONYMOUS = Principal(
+    user_id=uuid.UUID(int=0), email="", is_staff=False, tenant_id=None, tenant_slug=None, role=None
+)
+
+
+class ZixlyGraphQL(GraphQL[Context, None]):
+    def __init__(self, schema: Any, services: Services) -> None:
+        super().__init__(
+            schema,
+            graphql_ide="graphiql" if services.settings.graphiql else None,
+            allow_queries_via_get=False,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            max_subscriptions_per_connection=20,
+            allowed_origins=services.settings.cors_origins,
+        )
+        self.services = services
+
+    async def get_context(
+        self, request: Request | WebSocket, response: Response | WebSocket
+    ) -> Context:
+        state = request.scope.get("state", {})
+        principal = state.get("principal", ANONYMOUS)
+        context = build_context(
+            self.services, principal, state.get("request_id", ""), request=request
+        )
+        context.response = response
+        return context
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        params = context.connection_params or {}
+        authorization = params.get("Authorization") or params.get("authorization")
+        tenant = params.get("X-Zixly-Tenant") or params.get("x-zixly-tenant")
+        if not isinstance(authorization, str):
+            raise ConnectionRejectionError(
+                {"message": "missing bearer token", "code": "UNAUTHENTICATED"}
+            )
+        try:
+            principal = await self.services.authenticator.authenticate(
+                authorization, tenant if isinstance(tenant, str) else None
+            )
+        except ZixlyError as error:
+            raise ConnectionRejectionError(
+                {"message": error.message, "code": error.code}
+            ) from error
+        fresh = build_context(self.services, principal, context.request_id, context.request)
+        context.principal = principal
+        context.uow = fresh.uow
+        context.loaders = fresh.loaders
+        return {"tenant": principal.tenant_slug}

@@ -1,0 +1,1 @@
+"""The HTTP surface: Starlette app, middleware, health, metrics, CSV export."""

