@@ -39,6 +39,18 @@ def _cmd_db_upgrade(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from zixly.graphql.schema import SCHEMA_FILE, render_sdl
+
+    sdl = render_sdl()
+    if args.write:
+        SCHEMA_FILE.write_text(sdl)
+        console.print(f"wrote {SCHEMA_FILE}")
+    else:
+        print(sdl, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zixly", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -57,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_up = db_sub.add_parser("upgrade", help="create roles (embedded) and apply migrations")
     db_up.set_defaults(func=_cmd_db_upgrade)
+
+    schema = sub.add_parser("schema", help="print the GraphQL SDL (--write: update schema.graphql)")
+    schema.add_argument("--write", action="store_true")
+    schema.set_defaults(func=_cmd_schema)
     return parser
 
 

@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from sqlalchemy import Row, select, tuple_
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zixly.db.models import Financial
@@ -66,7 +67,7 @@ class FinancialRepository:
         query = (
             select(*COLUMNS)
             .where(F.c.tenant_id == self.tenant_id, F.c.client_kpi_id.in_(client_ids))
-            .distinct(F.c.client_kpi_id)
+            .ext(distinct_on(F.c.client_kpi_id))
             .order_by(F.c.client_kpi_id, F.c.record_date.desc(), F.c.source_system)
         )
         return {row.client_kpi_id: row for row in (await self.session.execute(query)).all()}

@@ -1,0 +1,117 @@
+"""`zixly dev` as a newcomer runs it: start, use the printed tokens, Ctrl-C, start again."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+TOKEN_LINE = re.compile(r"^(STAFF|ADMIN|EDITOR|VIEWER)\s+(\S+@\S+)\n(eyJ[\w-]+\.[\w-]+\.[\w-]+)$", re.M)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], str]:
+    env = {
+        **os.environ,
+        "ZIXLY_DATA_DIR": str(data_dir),
+        "ZIXLY_PORT": str(port),
+        "ZIXLY_LOG_LEVEL": "WARNING",
+        "COLUMNS": "200",
+    }
+    for key in ("ZIXLY_DATABASE_URL", "ZIXLY_REDIS_URL", "ZIXLY_JWT_SECRET"):
+        env.pop(key, None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "zixly.cli", "dev"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    output = ""
+    deadline = time.monotonic() + 120
+    while "Zixly is up" not in output:
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError(f"zixly dev exited early:\n{output}")
+        output += line
+        assert time.monotonic() < deadline, output
+    # The lines after "Zixly is up" (URLs) are not needed.
+    return process, output
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, rest
+
+
+def _postgres_running(data_dir: Path) -> bool:
+    needle = str((data_dir / "pg").resolve())
+    for proc in psutil.process_iter(["cmdline"]):
+        if needle in " ".join(proc.info["cmdline"] or []):
+            return True
+    return False
+
+
+def test_dev_serves_each_printed_token_and_stops_cleanly(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port = _free_port()
+    process, output = _start(data_dir, port)
+    try:
+        tokens = TOKEN_LINE.findall(output)
+        assert [t[0] for t in tokens] == ["STAFF", "ADMIN", "EDITOR", "VIEWER"], output
+        assert f"http://127.0.0.1:{port}/graphql" in output
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=10) as http:
+            assert http.get("/readyz").json()["status"] == "ready"
+            for role, email, token in tokens:
+                body = http.post(
+                    "/graphql",
+                    json={"query": "{ me { email role isStaff tenant { slug } } }"},
+                    headers={"Authorization": f"Bearer {token}"},
+                ).json()
+                me = body["data"]["me"]
+                assert me["email"] == email
+                if role == "STAFF":
+                    assert me["isStaff"] is True
+                else:
+                    assert (me["role"], me["tenant"]["slug"]) == (role, "demo")
+            viewer_token = tokens[3][2]
+            clients = http.post(
+                "/graphql",
+                json={"query": "{ clients { nodes { name latestFinancial { recordDate } } } }"},
+                headers={"Authorization": f"Bearer {viewer_token}"},
+            ).json()["data"]["clients"]["nodes"]
+            assert len(clients) >= 3
+            assert all(c["latestFinancial"] for c in clients)
+    finally:
+        _stop(process)
+    assert not _postgres_running(data_dir)
+
+    # A second start reuses the data (and the signing key): the old token still works.
+    process, _ = _start(data_dir, port)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            body = http.post(
+                "/graphql",
+                json={"query": "{ clients { nodes { id } } }"},
+                headers={"Authorization": f"Bearer {viewer_token}"},
+            ).json()
+        assert len(body["data"]["clients"]["nodes"]) == len(clients)
+    finally:
+        _stop(process)
+    assert not _postgres_running(data_dir)
