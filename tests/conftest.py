@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import io
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -12,6 +17,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import uvicorn
 
 from zixly.auth.tokens import mint_token
 from zixly.db.migrate import upgrade
@@ -155,3 +161,112 @@ def _quiet_logs() -> Iterator[None]:
 
     configure_logging("WARNING", json=True)
     yield
+
+
+class _InProcessServer(uvicorn.Server):
+    """uvicorn on the tests' event loop; leaves the process's signal handlers alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@pytest.fixture(scope="session")
+async def live_server(services: Services) -> AsyncIterator[str]:
+    """The app served by a real uvicorn on 127.0.0.1 (a free port); yields the base URL."""
+    config = uvicorn.Config(
+        create_app(services),
+        host="127.0.0.1",
+        port=0,
+        ws="websockets-sansio",
+        lifespan="off",
+        log_config=None,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
+    server = _InProcessServer(config)
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(10):
+        while not server.started:
+            if task.done():
+                task.result()  # surfaces a start-up failure
+                raise RuntimeError("uvicorn exited before it started")
+            await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+@contextlib.asynccontextmanager
+async def other_app(
+    endpoints: Endpoints,
+    settings: Settings,
+    *,
+    database_url: str | None = None,
+    redis_url: str | None = None,
+    address: str = "127.0.0.1",
+) -> AsyncIterator[tuple[Services, httpx.AsyncClient]]:
+    """A second Services + app (other settings, or a broken dependency), and a client that
+    connects from ``address`` (the per-address failed-authentication limit keys on it)."""
+    built = Services.build(
+        settings,
+        database_url=database_url or endpoints.database_url,
+        redis_url=redis_url or endpoints.redis_url,
+    )
+    transport = httpx.ASGITransport(app=create_app(built), client=(address, 40000))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            yield built, c
+    finally:
+        await built.close()
+
+
+class LogLines:
+    """What the application logged (the real JSON renderer's output), one dict per line."""
+
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+
+    @property
+    def text(self) -> str:
+        return self.stream.getvalue()
+
+    def events(self, event: str | None = None) -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in self.text.splitlines() if line.strip()]
+        return [line for line in lines if event is None or line.get("event") == event]
+
+
+@pytest.fixture
+def logs() -> Iterator[LogLines]:
+    """Application logs at INFO, captured for the test (restored to quiet afterwards)."""
+    from zixly.logging import configure_logging
+
+    captured = LogLines()
+    configure_logging("INFO", json=True, stream=captured.stream)
+    yield captured
+    configure_logging("WARNING", json=True)
+
+
+def unreachable_database_url() -> str:
+    """A database URL whose socket directory does not exist (connecting fails at once)."""
+    return f"postgresql+asyncpg://zixly_app@/zixly?host=/nonexistent-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.asynccontextmanager
+async def app_with_broken_data_path(services: Services) -> AsyncIterator[httpx.AsyncClient]:
+    """An app that authenticates through the real database, while its requests' own data
+    transactions cannot connect: every data access fails with an unexpected error."""
+    from zixly.db.session import Database, create_engine
+
+    broken = Database(
+        create_engine(unreachable_database_url(), services.settings), services.settings
+    )
+    app = create_app(dataclasses.replace(services, db=broken))
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as c:
+            yield c
+    finally:
+        await broken.dispose()

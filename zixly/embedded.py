@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,10 +63,19 @@ class EmbeddedPostgres:
         if self._server is None:
             return
         server, self._server = self._server, None
-        if self._owned:
-            from pgserver._commands import pg_ctl
+        if not self._owned:
+            return
+        from pgserver._commands import pg_ctl
 
+        try:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+        except subprocess.CalledProcessError:
+            # pg_ctl could not stop it (data directory gone, say): end the postmaster itself.
+            process = server.get_postmaster_info().process
+            if process.is_running():
+                process.terminate()
+                with contextlib.suppress(Exception):
+                    process.wait(5)
 
 
 class EmbeddedRedis:

@@ -6,7 +6,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -49,7 +49,8 @@ def redact_processor(
     return event_dict
 
 
-def configure_logging(level: str = "INFO", json: bool = True) -> None:
+def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | None = None) -> None:
+    """Configure structlog; lines go to ``stream`` (default: standard error)."""
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
@@ -63,10 +64,12 @@ def configure_logging(level: str = "INFO", json: bool = True) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
 
 
 def get_logger(name: str = "zixly") -> Any:
-    return structlog.get_logger(name)
+    """A logger whose lines carry ``"logger_name": name`` (configuration is applied lazily,
+    so module-level loggers follow a later ``configure_logging``)."""
+    return structlog.get_logger(logger_name=name)

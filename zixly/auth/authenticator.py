@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from sqlalchemy import text
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from zixly.auth.principal import Principal, Role
 from zixly.auth.verifier import TokenVerifier, claim
 from zixly.db.session import Database, Scope
-from zixly.errors import AuthenticationError, ForbiddenError
+from zixly.errors import AuthenticationError, ForbiddenError, UnavailableError
 from zixly.settings import Settings
 
 _LOOKUP = text(
@@ -16,12 +17,22 @@ _LOOKUP = text(
 )
 
 
+class MissingCredentials(AuthenticationError):
+    """No credentials at all: RFC 6750 answers with a challenge but no error code."""
+
+    bearer_error: str | None = None
+
+
+class MalformedCredentials(AuthenticationError):
+    bearer_error: str | None = "invalid_request"
+
+
 def bearer_token(authorization: str | None) -> str:
     if not authorization:
-        raise AuthenticationError("missing bearer token: send 'Authorization: Bearer <jwt>'")
+        raise MissingCredentials("missing bearer token: send 'Authorization: Bearer <jwt>'")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise AuthenticationError("malformed Authorization header: expected 'Bearer <jwt>'")
+        raise MalformedCredentials("malformed Authorization header: expected 'Bearer <jwt>'")
     return token.strip()
 
 
@@ -41,8 +52,11 @@ class Authenticator:
         tenant = claim(claims, self.settings.tenant_claim) or tenant_header
         if tenant is not None and not isinstance(tenant, str):
             raise AuthenticationError("token's tenant claim must be a string")
-        async with self.db.transaction(Scope.system()) as session:
-            row = (await session.execute(_LOOKUP, {"email": email, "tenant": tenant})).first()
+        try:
+            async with self.db.transaction(Scope.system()) as session:
+                row = (await session.execute(_LOOKUP, {"email": email, "tenant": tenant})).first()
+        except (OperationalError, InterfaceError, OSError) as exc:
+            raise UnavailableError("the database is unavailable; try again shortly") from exc
         if row is None:
             raise AuthenticationError("unknown user: no Zixly account has this email")
         if tenant is not None and row.tenant_id is None and not row.is_staff:

@@ -8,6 +8,7 @@ can never be used as an HMAC secret (algorithm confusion).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
@@ -17,54 +18,83 @@ from joserfc.errors import (
     BadSignatureError,
     ExpiredTokenError,
     InvalidClaimError,
+    InvalidKeyIdError,
     JoseError,
     MissingClaimError,
 )
 from joserfc.jwk import KeySet, OctKey
 
 from zixly.errors import AuthenticationError, UnavailableError
+from zixly.logging import get_logger
 from zixly.settings import Settings
 
+log = get_logger("zixly.auth")
 MAX_TOKEN_BYTES = 8192
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
 
 
 class JwksCache:
-    """The issuer's key set, refreshed on expiry or on an unknown ``kid`` (at most every 30 s)."""
+    """The issuer's key set, fetched lazily and kept for ``ttl`` seconds.
+
+    An unknown ``kid`` means the issuer rotated its keys: that forces one refresh, but at
+    most every ``MIN_REFRESH_INTERVAL`` seconds, so tokens with made-up kids cannot make us
+    hammer the issuer. After a failed fetch the keys we have keep serving and nobody asks
+    again for ``RETRY_AFTER_FAILURE`` seconds (requests must not queue behind timeouts).
+    """
 
     MIN_REFRESH_INTERVAL = 30.0
+    RETRY_AFTER_FAILURE = 5.0
+    MIN_TTL = 1.0
+    FETCH_TIMEOUT = 5.0
 
     def __init__(self, url: str, ttl: float, client: httpx.AsyncClient) -> None:
         self.url = url
-        self.ttl = ttl
+        self.ttl = max(ttl, self.MIN_TTL)
         self.client = client
         self._keys: KeySet | None = None
-        self._fetched_at = 0.0
+        self._fetched_at = -math.inf
+        self._forced_at = -math.inf
+        self._failed_at = -math.inf
         self._lock = asyncio.Lock()
 
     async def get(self, kid: str | None) -> KeySet:
-        now = time.monotonic()
-        stale = self._keys is None or now - self._fetched_at > self.ttl
-        unknown = kid is not None and self._keys is not None and not self._has(kid)
-        if stale or (unknown and now - self._fetched_at > self.MIN_REFRESH_INTERVAL):
+        if self._due(kid):
             async with self._lock:
-                if self._keys is None or time.monotonic() - self._fetched_at > 1.0:
-                    await self._refresh()
-        assert self._keys is not None
+                reason = self._due(kid)  # another request may have refreshed meanwhile
+                if reason:
+                    await self._refresh(forced=reason == "unknown kid")
+        if self._keys is None:
+            raise UnavailableError("the identity provider's JWKS could not be fetched")
         return self._keys
 
-    def _has(self, kid: str) -> bool:
-        assert self._keys is not None
-        return any(key.kid == kid for key in self._keys.keys)
+    def _due(self, kid: str | None) -> str | None:
+        now = time.monotonic()
+        if now - self._failed_at < self.RETRY_AFTER_FAILURE:
+            return None
+        if self._keys is None or now - self._fetched_at > self.ttl:
+            return "stale"
+        if (
+            kid is not None
+            and not any(key.kid == kid for key in self._keys.keys)
+            and now - self._forced_at >= self.MIN_REFRESH_INTERVAL
+        ):
+            return "unknown kid"
+        return None
 
-    async def _refresh(self) -> None:
+    async def _refresh(self, *, forced: bool) -> None:
+        if forced:
+            self._forced_at = time.monotonic()
         try:
-            response = await self.client.get(self.url, timeout=5.0)
+            response = await self.client.get(self.url, timeout=self.FETCH_TIMEOUT)
             response.raise_for_status()
-            self._keys = KeySet.import_key_set(response.json())
-        except (httpx.HTTPError, ValueError, JoseError) as exc:
-            if self._keys is None:
-                raise UnavailableError("the identity provider's JWKS could not be fetched") from exc
-            return  # keep serving with the keys we have
+            keys = KeySet.import_key_set(response.json())
+        except (httpx.HTTPError, ValueError, TypeError, KeyError, JoseError) as exc:
+            self._failed_at = time.monotonic()
+            log.warning("jwks.fetch_failed", url=self.url, error=repr(exc))
+            return  # keep serving with the keys we have, if any
+        self._keys = keys
         self._fetched_at = time.monotonic()
 
 
@@ -74,15 +104,12 @@ class TokenVerifier:
     ) -> None:
         self.settings = settings
         self._own_key = OctKey.import_key(secret)
-        self._jwks = (
-            JwksCache(
-                settings.external_jwks_url,
-                settings.jwks_cache_seconds,
-                http or httpx.AsyncClient(),
+        self._jwks: JwksCache | None = None
+        if settings.external_jwks_url:
+            _check_external_settings(settings)
+            self._jwks = JwksCache(
+                settings.external_jwks_url, settings.jwks_cache_seconds, http or httpx.AsyncClient()
             )
-            if settings.external_jwks_url
-            else None
-        )
 
     async def verify(self, token: str) -> dict[str, Any]:
         if len(token) > MAX_TOKEN_BYTES:
@@ -92,6 +119,8 @@ class TokenVerifier:
         except (JoseError, ValueError, UnicodeError) as exc:
             raise AuthenticationError("malformed token: not a compact JWS") from exc
         alg = header.get("alg")
+        issuer: str | None
+        audience: str | None
         if alg == "HS256":
             key: Any = self._own_key
             issuer, audience = self.settings.jwt_issuer, self.settings.jwt_audience
@@ -104,6 +133,8 @@ class TokenVerifier:
             decoded = jwt.decode(token, key, algorithms=[alg])
         except BadSignatureError as exc:
             raise AuthenticationError("invalid token signature") from exc
+        except InvalidKeyIdError as exc:
+            raise AuthenticationError("token is signed with an unknown key (kid)") from exc
         except JoseError as exc:
             raise AuthenticationError(f"invalid token: {exc.description or exc.error}") from exc
         self._validate_claims(decoded.claims, issuer, audience)
@@ -133,6 +164,25 @@ class TokenVerifier:
             raise AuthenticationError(f"token claim is invalid: {exc}") from exc
         except JoseError as exc:
             raise AuthenticationError(f"invalid token: {exc.description or exc.error}") from exc
+
+
+def _check_external_settings(settings: Settings) -> None:
+    """Refuse to start with an external issuer that would accept too much.
+
+    Without a required audience, any token the issuer signs for another application would
+    be accepted (Auth0 and Keycloak share keys across a tenant's APIs); a symmetric
+    algorithm would let whoever knows a published oct key sign tokens.
+    """
+    if not settings.external_issuer or not settings.external_audience:
+        raise ValueError(
+            "ZIXLY_EXTERNAL_ISSUER and ZIXLY_EXTERNAL_AUDIENCE are required with "
+            "ZIXLY_EXTERNAL_JWKS_URL"
+        )
+    unsafe = set(settings.external_algorithms) - ASYMMETRIC_ALGORITHMS
+    if unsafe:
+        raise ValueError(
+            f"ZIXLY_EXTERNAL_ALGORITHMS may only name asymmetric algorithms, not {sorted(unsafe)}"
+        )
 
 
 def claim(claims: dict[str, Any], path: str) -> Any:

@@ -6,11 +6,11 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import Row, select, tuple_
+from sqlalchemy import Row, and_, select, tuple_
 from sqlalchemy.dialects.postgresql import distinct_on
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncResult, AsyncSession
 
-from zixly.db.models import Financial
+from zixly.db.models import ClientKpi, Financial
 from zixly.domain.pages import Page, split_page
 from zixly.domain.ranges import DateRange
 
@@ -71,3 +71,36 @@ class FinancialRepository:
             .order_by(F.c.client_kpi_id, F.c.record_date.desc(), F.c.source_system)
         )
         return {row.client_kpi_id: row for row in (await self.session.execute(query)).all()}
+
+    async def stream_for_export(
+        self, date_range: DateRange, client_id: uuid.UUID | None, *, batch_size: int
+    ) -> AsyncResult[Any]:
+        """Export rows (with the client's external id and name) through a server-side cursor.
+
+        The caller must keep the session's transaction open while it reads the result.
+        """
+        clients = ClientKpi.__table__
+        query = (
+            self._scoped(date_range, client_id)
+            .with_only_columns(
+                F.c.record_date,
+                clients.c.client_id,
+                clients.c.client_name,
+                F.c.revenue,
+                F.c.expenses,
+                F.c.net_profit,
+                F.c.cash_flow,
+                F.c.currency,
+                F.c.source_system,
+            )
+            .select_from(
+                F.join(
+                    clients,
+                    and_(clients.c.tenant_id == F.c.tenant_id, clients.c.id == F.c.client_kpi_id),
+                )
+            )
+            .where(clients.c.tenant_id == self.tenant_id)
+            .order_by(F.c.record_date, clients.c.client_id, F.c.source_system)
+            .execution_options(yield_per=batch_size)
+        )
+        return await self.session.stream(query)

@@ -34,6 +34,14 @@ class Context:
         async with self.uow.session() as session:
             yield session
 
+    @asynccontextmanager
+    async def staff_session(self) -> AsyncIterator[AsyncSession]:
+        """A transaction of its own acting through the staff policy (``SET LOCAL ROLE``),
+        separate from the request's unit of work; it commits when the block succeeds.
+        FORBIDDEN unless the caller is staff."""
+        async with self.services.db.transaction(self.principal.staff_scope) as session:
+            yield session
+
     def tenant(self, minimum: Role = Role.VIEWER) -> uuid.UUID:
         """The caller's tenant, after checking the caller holds at least ``minimum``."""
         return self.principal.require_role(minimum)

@@ -17,8 +17,9 @@ log = get_logger("zixly.graphql")
 
 def _is_expected(error: GraphQLError) -> bool:
     original = error.original_error
-    # No original error: a syntax or validation error from graphql-core itself.
-    return original is None or isinstance(original, ZixlyError)
+    # No original error: a syntax or validation error from graphql-core itself. No path:
+    # raised before execution (variable coercion, e.g. an invalid date), about the input.
+    return original is None or error.path is None or isinstance(original, ZixlyError)
 
 
 class RequestBoundary(SchemaExtension):

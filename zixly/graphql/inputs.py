@@ -30,3 +30,16 @@ def parse_id(value: strawberry.ID | str | None, field: str) -> uuid.UUID:
 
 def optional_id(value: strawberry.ID | str | None, field: str) -> uuid.UUID | None:
     return None if value is None else parse_id(value, field)
+
+
+def checked_text(value: str, field: str, *, max_length: int, min_length: int = 1) -> str:
+    """``value`` stripped of surrounding blanks, when its length is within bounds."""
+    stripped = value.strip()
+    if not min_length <= len(stripped) <= max_length:
+        raise ValidationError(
+            f"{field} must be {min_length} to {max_length} characters",
+            field=field,
+            min_length=min_length,
+            max_length=max_length,
+        )
+    return stripped

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import strawberry
 from strawberry.extensions import (
     MaxAliasesLimiter,
@@ -12,18 +14,49 @@ from strawberry.extensions import (
 )
 from strawberry.tools import merge_types
 
+from zixly.graphql.api.analytics import AnalyticsQuery
+from zixly.graphql.api.client_mutations import ClientMutation
 from zixly.graphql.api.clients import ClientQuery
+from zixly.graphql.api.integrations import IntegrationQuery
 from zixly.graphql.api.me import MeQuery
+from zixly.graphql.api.members import MemberMutation, MemberQuery
+from zixly.graphql.api.metrics import MetricsMutation, MetricsQuery
+from zixly.graphql.api.subscriptions import Subscription
+from zixly.graphql.api.tenants import TenantMutation, TenantQuery
 from zixly.graphql.extensions import MaskUnexpectedErrors, OperationMetrics, RequestBoundary
 from zixly.settings import Settings
 
-Query = merge_types("Query", (MeQuery, ClientQuery))
+Query = merge_types(
+    "Query",
+    (
+        MeQuery,
+        ClientQuery,
+        MemberQuery,
+        TenantQuery,
+        AnalyticsQuery,
+        MetricsQuery,
+        IntegrationQuery,
+    ),
+)
+Mutation = merge_types(
+    "Mutation", (ClientMutation, MemberMutation, TenantMutation, MetricsMutation)
+)
+
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schema.graphql"
+
+
+def render_sdl() -> str:
+    """The SDL committed as schema.graphql (limits do not change the schema's shape)."""
+    return build_schema(Settings()).as_str() + "\n"
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
     cache_size = settings.parser_cache_size
     return strawberry.Schema(
         query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
         extensions=[
             # Factories, not instances: strawberry builds fresh extensions per request.
             # The parser and validation caches are shared module-level LRUs per maxsize.

@@ -29,7 +29,14 @@ HTTP_REQUESTS = Counter(
 )
 RATE_LIMIT_REJECTIONS = Counter(
     "zixly_rate_limit_rejections_total",
-    "Requests answered 429 by the per-tenant rate limit.",
+    "Requests answered 429, by limit: 'tenant' (requests per tenant) or 'auth_failures' "
+    "(failed authentications per client address).",
+    ["limit"],
+    registry=REGISTRY,
+)
+RATE_LIMIT_UNAVAILABLE = Counter(
+    "zixly_rate_limit_unavailable_total",
+    "Requests let through unchecked because Redis could not be asked (the limit fails open).",
     registry=REGISTRY,
 )
 

@@ -1,24 +1,46 @@
-"""ASGI middleware: request ids, body-size limit, authentication and the rate limit."""
+"""ASGI middleware: request ids and access log, body-size limit, authentication, rate limits."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
+from redis.exceptions import RedisError
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from zixly.errors import ZixlyError
-from zixly.http.metrics import HTTP_REQUESTS, RATE_LIMIT_REJECTIONS
+from zixly.errors import AuthenticationError, RateLimitedError, ValidationError, ZixlyError
+from zixly.http.metrics import HTTP_REQUESTS, RATE_LIMIT_REJECTIONS, RATE_LIMIT_UNAVAILABLE
+from zixly.http.ratelimit import Decision, RateLimiter
 from zixly.logging import get_logger
 from zixly.services import Services
 
 log = get_logger("zixly.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_HEADER_UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')
 PROTECTED_PREFIXES = ("/graphql", "/export/")
+# Failed authentications allowed per client address per window, so tokens cannot be guessed
+# at speed. The address is the ASGI client: behind a proxy, run uvicorn with
+# --proxy-headers / --forwarded-allow-ips so it is the real client's.
+AUTH_FAILURES_PER_WINDOW = 30
+AUTH_FAILURE_WINDOW_SECONDS = 60
+# Redis slower than this counts as unavailable; the limits then fail open (logged, counted).
+RATE_LIMIT_TIMEOUT_SECONDS = 1.0
+
+
+def _challenge(error: ZixlyError) -> str:
+    """The RFC 6750 WWW-Authenticate challenge for a 401."""
+    bearer_error = getattr(error, "bearer_error", "invalid_token")
+    if bearer_error is None:
+        return 'Bearer realm="zixly"'
+    description = _HEADER_UNSAFE.sub("'", error.message)
+    return f'Bearer realm="zixly", error="{bearer_error}", error_description="{description}"'
 
 
 def error_response(
@@ -29,17 +51,16 @@ def error_response(
             {"message": error.message, "extensions": {**error.extensions, "requestId": request_id}}
         ]
     }
-    all_headers = {"X-Request-ID": request_id, **(headers or {})}
+    all_headers = dict(headers or {})
     if error.http_status == 401:
-        description = error.message.replace('"', "'")
-        all_headers["WWW-Authenticate"] = (
-            f'Bearer error="invalid_token", error_description="{description}"'
-        )
+        all_headers["WWW-Authenticate"] = _challenge(error)
+    # X-Request-ID is added to every response by RequestContextMiddleware.
     return JSONResponse(body, status_code=error.http_status, headers=all_headers)
 
 
 class RequestContextMiddleware:
-    """Assigns a request id (or accepts a sane X-Request-ID), echoes it, binds it to logs."""
+    """Assigns a request id (or accepts a sane X-Request-ID), echoes it, binds it to logs,
+    counts responses and writes one access-log line per request."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -54,16 +75,34 @@ class RequestContextMiddleware:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         route = _route_label(scope.get("path", ""))
+        started = time.perf_counter()
+        status = 0
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
+                status = message["status"]
+                headers = [
+                    (name, value)
+                    for name, value in message.get("headers", [])
+                    if name.lower() != b"x-request-id"
+                ]
                 headers.append((b"x-request-id", request_id.encode()))
                 message["headers"] = headers
-                HTTP_REQUESTS.labels(route, f"{message['status'] // 100}xx").inc()
+                HTTP_REQUESTS.labels(route, f"{status // 100}xx").inc()
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "http.request",
+                method=scope.get("method", "WEBSOCKET"),
+                route=route,
+                status=status or None,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+            structlog.contextvars.clear_contextvars()
 
 
 def _route_label(path: str) -> str:
@@ -89,6 +128,7 @@ class BodyLimitMiddleware:
             await self._reject(scope, receive, send)
             return
         received = 0
+        started = False
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -99,14 +139,19 @@ class BodyLimitMiddleware:
                     raise _TooLarge
             return message
 
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
+            await self.app(scope, limited_receive, tracking_send)
         except _TooLarge:
+            if started:  # too late for a status; drop the connection
+                raise
             await self._reject(scope, receive, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
-        from zixly.errors import ValidationError
-
         error = ValidationError(f"request body is larger than {self.max_bytes} bytes")
         error.http_status = 413
         request_id = scope.get("state", {}).get("request_id", "")
@@ -125,7 +170,12 @@ def _is_graphiql_page(scope: Scope) -> bool:
 
 
 class AuthRateLimitMiddleware:
-    """Authenticates protected HTTP routes and applies the per-tenant rate limit.
+    """Authenticates protected HTTP routes and applies the rate limits.
+
+    Two sliding windows in Redis: requests per tenant, and failed authentications per
+    client address (an address over that limit is refused before its token is even
+    checked, so a guess cannot succeed while throttled). Both fail open when Redis cannot
+    be asked: an outage of the limiter must not take the API down with it.
 
     WebSockets authenticate in ``connection_init`` instead (browsers cannot set headers).
     The GraphiQL page itself is public; every query it sends carries a token.
@@ -134,6 +184,12 @@ class AuthRateLimitMiddleware:
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
         self.services = services
+        self.auth_failures = RateLimiter(
+            services.redis,
+            AUTH_FAILURES_PER_WINDOW,
+            AUTH_FAILURE_WINDOW_SECONDS,
+            prefix="authfail",
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -147,35 +203,53 @@ class AuthRateLimitMiddleware:
             return
         state: dict[str, Any] = scope.setdefault("state", {})
         request_id = state.get("request_id", "")
+        address = (scope.get("client") or ("unknown",))[0]
+        blocked = await self._limit(self.auth_failures.peek, address)
+        if blocked is not None and not blocked.allowed:
+            await self._reject(
+                request_id,
+                "auth_failures",
+                address,
+                blocked,
+                f"too many failed authentications from this address; retry after "
+                f"{blocked.retry_after_seconds}s",
+            )(scope, receive, send)
+            return
         headers = Headers(scope=scope)
         try:
             principal = await self.services.authenticator.authenticate(
                 headers.get("authorization"), headers.get("x-zixly-tenant")
             )
         except ZixlyError as error:
-            log.info("auth.rejected", reason=error.message, code=error.code)
+            if isinstance(error, AuthenticationError):
+                await self._limit(self.auth_failures.hit, address)
+            if error.http_status >= 500:  # an outage, not a bad token: keep the cause
+                log.warning("auth.unavailable", reason=error.message, cause=repr(error.__cause__))
+            else:
+                log.info("auth.rejected", reason=error.message, code=error.code)
             await error_response(error, request_id)(scope, receive, send)
             return
         structlog.contextvars.bind_contextvars(
             tenant_id=str(principal.tenant_id) if principal.tenant_id else None,
             user_id=str(principal.user_id),
         )
-        decision = await self.services.rate_limiter.hit(principal.rate_limit_key)
-        if not decision.allowed:
-            from zixly.errors import RateLimitedError
-
-            RATE_LIMIT_REJECTIONS.inc()
-            log.info("ratelimit.rejected", key=principal.rate_limit_key)
-            error = RateLimitedError(
-                f"rate limit of {decision.limit} requests per "
-                f"{self.services.settings.rate_limit_window_seconds}s exceeded; retry after "
-                f"{decision.retry_after_seconds}s",
-                retry_after=decision.retry_after_seconds,
-            )
-            await error_response(error, request_id, decision.headers())(scope, receive, send)
+        decision = await self._limit(self.services.rate_limiter.hit, principal.rate_limit_key)
+        if decision is not None and not decision.allowed:
+            window = self.services.settings.rate_limit_window_seconds
+            await self._reject(
+                request_id,
+                "tenant",
+                principal.rate_limit_key,
+                decision,
+                f"rate limit of {decision.limit} requests per {window}s exceeded; "
+                f"retry after {decision.retry_after_seconds}s",
+            )(scope, receive, send)
             return
         state["principal"] = principal
-        limit_headers = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
+        limit_headers = [
+            (k.lower().encode(), v.encode())
+            for k, v in (decision.headers() if decision else {}).items()
+        ]
 
         async def send_with_limits(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -183,3 +257,23 @@ class AuthRateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_limits)
+
+    async def _limit(
+        self, check: Callable[[str], Awaitable[Decision]], key: str
+    ) -> Decision | None:
+        """Ask the limiter; ``None`` when Redis cannot answer (fail open)."""
+        try:
+            decision: Decision = await asyncio.wait_for(check(key), RATE_LIMIT_TIMEOUT_SECONDS)
+        except (RedisError, OSError) as exc:
+            RATE_LIMIT_UNAVAILABLE.inc()
+            log.warning("ratelimit.unavailable", error=repr(exc))
+            return None
+        return decision
+
+    def _reject(
+        self, request_id: str, limit: str, key: str, decision: Decision, message: str
+    ) -> JSONResponse:
+        RATE_LIMIT_REJECTIONS.labels(limit).inc()
+        log.info("ratelimit.rejected", limit=limit, key=key)
+        error = RateLimitedError(message, retry_after=decision.retry_after_seconds)
+        return error_response(error, request_id, decision.headers())

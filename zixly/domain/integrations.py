@@ -1,0 +1,31 @@
+"""A tenant's provider connections, as seen by API callers.
+
+Only status columns are ever selected here: the token ciphertext columns stay in the
+database and in the code that refreshes tokens.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import Row, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from zixly.db.models import Integration
+
+T = Integration.__table__
+PUBLIC_COLUMNS = (T.c.provider, T.c.status, T.c.last_sync_at, T.c.expires_at)
+
+
+class IntegrationRepository:
+    def __init__(self, session: AsyncSession, tenant_id: uuid.UUID) -> None:
+        self.session = session
+        self.tenant_id = tenant_id
+
+    async def statuses(self) -> list[Row[Any]]:
+        """provider, status, last_sync_at, expires_at of each integration, by provider."""
+        query = (
+            select(*PUBLIC_COLUMNS).where(T.c.tenant_id == self.tenant_id).order_by(T.c.provider)
+        )
+        return list((await self.session.execute(query)).all())

@@ -1,0 +1,202 @@
+"""Custom metrics: listing, recording (with an embedding) and similarity search."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Row, func, null, select, tuple_
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from zixly.db.models import CustomMetric
+from zixly.domain.clients import ClientRepository
+from zixly.domain.embeddings import Embedder, metric_text
+from zixly.domain.pages import Page, split_page
+from zixly.domain.ranges import DateRange
+from zixly.errors import NotFoundError, ValidationError
+
+M = CustomMetric.__table__
+COLUMNS = (
+    M.c.id,
+    M.c.client_kpi_id,
+    M.c.metric_name,
+    M.c.metric_value,
+    M.c.unit,
+    M.c.record_date,
+    M.c.source_system,
+)
+
+METRIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# numeric(14, 4): at most 10 digits before the point.
+MAX_ABS_VALUE = Decimal("1e10")
+MAX_UNIT_LENGTH = 40
+MAX_DESCRIPTION_LENGTH = 1000
+MAX_NEIGHBOURS = 50
+MANUAL_SOURCE = "manual"
+
+
+@dataclass(frozen=True)
+class NewMetric:
+    """A manually recorded metric value, validated."""
+
+    client_id: uuid.UUID
+    metric_name: str
+    value: Decimal
+    unit: str | None
+    record_date: dt.datetime
+    description: str | None
+
+    @classmethod
+    def checked(
+        cls,
+        *,
+        client_id: uuid.UUID,
+        metric_name: str,
+        value: Decimal,
+        unit: str | None,
+        record_date: dt.datetime,
+        description: str | None,
+    ) -> NewMetric:
+        if not METRIC_NAME.fullmatch(metric_name):
+            raise ValidationError(
+                "metricName must be lower-case letters, digits and underscores, starting "
+                "with a letter, at most 63 characters",
+                field="metricName",
+            )
+        if not value.is_finite():
+            raise ValidationError("value must be a finite number", field="value")
+        if abs(value) >= MAX_ABS_VALUE:
+            raise ValidationError("value must be less than 10^10 in magnitude", field="value")
+        if unit is not None and not 0 < len(unit) <= MAX_UNIT_LENGTH:
+            raise ValidationError(f"unit must have 1 to {MAX_UNIT_LENGTH} characters", field="unit")
+        if description is not None and len(description) > MAX_DESCRIPTION_LENGTH:
+            raise ValidationError(
+                f"description may have at most {MAX_DESCRIPTION_LENGTH} characters",
+                field="description",
+            )
+        if record_date.tzinfo is None:
+            record_date = record_date.replace(tzinfo=dt.UTC)
+        return cls(client_id, metric_name, value, unit, record_date, description)
+
+
+def check_neighbours(k: int) -> int:
+    if not 1 <= k <= MAX_NEIGHBOURS:
+        raise ValidationError(f"k must be between 1 and {MAX_NEIGHBOURS}", field="k")
+    return k
+
+
+def hnsw_ef_search(k: int) -> int:
+    """Candidates the HNSW index scan should collect to return ``k`` rows after filtering."""
+    return min(1000, max(40, k * 10))
+
+
+class CustomMetricRepository:
+    def __init__(self, session: AsyncSession, tenant_id: uuid.UUID) -> None:
+        self.session = session
+        self.tenant_id = tenant_id
+
+    async def page(
+        self,
+        date_range: DateRange,
+        *,
+        metric_name: str | None,
+        client_id: uuid.UUID | None,
+        first: int,
+        after: tuple[str, str] | None,
+    ) -> Page[Row[Any]]:
+        query = select(*COLUMNS).where(
+            M.c.tenant_id == self.tenant_id,
+            M.c.record_date >= date_range.start_datetime(),
+            M.c.record_date < date_range.end_datetime_exclusive(),
+        )
+        if metric_name is not None:
+            query = query.where(M.c.metric_name == metric_name)
+        if client_id is not None:
+            query = query.where(M.c.client_kpi_id == client_id)
+        if after is not None:
+            last_date, last_id = after
+            query = query.where(
+                tuple_(M.c.record_date, M.c.id)
+                > (dt.datetime.fromisoformat(last_date), uuid.UUID(last_id))
+            )
+        query = query.order_by(M.c.record_date, M.c.id).limit(first + 1)
+        return split_page(list((await self.session.execute(query)).all()), first)
+
+    async def similar(self, metric_id: uuid.UUID, k: int) -> list[Row[Any]]:
+        """The ``k`` metrics of this tenant nearest to ``metric_id`` by cosine distance.
+
+        Rows carry ``distance`` (cosine distance, 0 = same direction). Raises NotFoundError
+        when the metric is not this tenant's (RLS makes another tenant's metric invisible,
+        and the explicit tenant filter does too), so existence is never revealed.
+
+        pgvector 0.6's HNSW index scan yields at most ``hnsw.ef_search`` candidates (default
+        40) and the ``tenant_id`` filter (and RLS) is applied *after* the scan: with many
+        tenants sharing the index, most candidates can belong to others and fewer than ``k``
+        rows come back. Widening ``ef_search`` to ``max(40, 10k)`` for this transaction only
+        (``set_config(..., true)`` is ``SET LOCAL``) makes a short result much less likely
+        without slowing other queries. For a tenant with few metrics the planner prefers the
+        tenant btree index and sorts exactly. The ORDER BY is the distance alone: a
+        tie-breaking column would stop the HNSW index from providing the order.
+        """
+        has_embedding = (
+            await self.session.execute(
+                select(M.c.embedding.is_not(None)).where(
+                    M.c.tenant_id == self.tenant_id, M.c.id == metric_id
+                )
+            )
+        ).scalar_one_or_none()
+        if has_embedding is None:
+            raise NotFoundError("no custom metric with this id", field="metricId")
+        if not has_embedding:
+            return []
+        await self.session.execute(
+            select(func.set_config("hnsw.ef_search", str(hnsw_ef_search(k)), True))
+        )
+        target = select(M.c.embedding).where(M.c.tenant_id == self.tenant_id, M.c.id == metric_id)
+        distance = M.c.embedding.cosine_distance(target.scalar_subquery())
+        query = (
+            select(*COLUMNS, distance.label("distance"))
+            .where(
+                M.c.tenant_id == self.tenant_id,
+                M.c.id != metric_id,
+                M.c.embedding.is_not(None),
+            )
+            .order_by(distance)
+            .limit(k)
+        )
+        return list((await self.session.execute(query)).all())
+
+    async def record(self, metric: NewMetric, embedder: Embedder) -> Row[Any]:
+        """Insert or replace the manual value for (client, name, record date)."""
+        client = await ClientRepository(self.session, self.tenant_id).get(metric.client_id)
+        if client is None:
+            raise NotFoundError("no client with this id", field="clientId")
+        embedding = embedder.embed(metric_text(metric.metric_name, metric.unit, metric.description))
+        # null(), not None: None would store the JSON value null rather than SQL NULL.
+        metadata = {"description": metric.description} if metric.description else null()
+        statement = insert(M).values(
+            tenant_id=self.tenant_id,
+            client_kpi_id=metric.client_id,
+            metric_name=metric.metric_name,
+            metric_value=metric.value,
+            unit=metric.unit,
+            record_date=metric.record_date,
+            source_system=MANUAL_SOURCE,
+            metadata=metadata,
+            embedding=embedding,
+        )
+        statement = statement.on_conflict_do_update(
+            constraint="custom_metrics_natural_key",
+            set_={
+                "metric_value": statement.excluded.metric_value,
+                "unit": statement.excluded.unit,
+                "metadata": statement.excluded.metadata,
+                "embedding": statement.excluded.embedding,
+            },
+        ).returning(*COLUMNS)
+        return (await self.session.execute(statement)).one()
