@@ -15,7 +15,7 @@ dev: $(STAMP)
 	$(VENV)/bin/zixly dev
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check zixly tests bench
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest
 
 bench: $(STAMP)
