@@ -16,7 +16,8 @@ dev: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/zixly n8n install
+	ZIXLY_REQUIRE_N8N=1 $(VENV)/bin/python -m pytest
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench.api --quick

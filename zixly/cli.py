@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from zixly.errors import ZixlyError
+from zixly.provisioning.commands import add_n8n_commands
 from zixly.settings import Settings, get_settings
 
 console = Console(stderr=True)
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="print the GraphQL SDL (--write: update schema.graphql)")
     schema.add_argument("--write", action="store_true")
     schema.set_defaults(func=_cmd_schema)
+
+    add_n8n_commands(sub, console)
     return parser
 
 

@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     parser_cache_size: int = Field(default=512, ge=0)
 
+    # --- n8n -------------------------------------------------------------------
+    n8n_cache_dir: Path | None = Field(
+        default=None,
+        description="Where `zixly n8n install` keeps Node and n8n; default "
+        "$XDG_CACHE_HOME/zixly/n8n or ~/.cache/zixly/n8n.",
+    )
+
     # --- operations ------------------------------------------------------------
     log_level: str = "INFO"
     log_json: bool = True

@@ -1,0 +1,113 @@
+"""Fixtures for real n8n instances run as local processes.
+
+Tests that need n8n are skipped (with the reason) when the pinned version is not installed,
+or fail if ``ZIXLY_REQUIRE_N8N`` is set; CI installs it first with ``zixly n8n install``. Instances are module-scoped: an n8n start
+costs about 5 s, so each module starts its instances once and removes them at its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from zixly.provisioning.bootstrap import BootstrapResult, InstanceSecrets, bootstrap_instance
+from zixly.provisioning.distributions import DEFAULT_N8N_VERSION, N8nDistribution, ensure_n8n
+from zixly.provisioning.errors import NotInstalledError
+from zixly.provisioning.n8n_client import N8nClient
+from zixly.provisioning.process_runtime import ProcessRuntime
+from zixly.provisioning.runtime import InstanceHandle, InstanceSpec, RuntimeState
+
+FIXTURES = Path(__file__).parent / "fixtures"
+N8N_VERSION = DEFAULT_N8N_VERSION
+READY_WITHIN = 120.0
+
+
+def load_workflow(name: str, **overrides: Any) -> dict[str, Any]:
+    workflow: dict[str, Any] = json.loads((FIXTURES / name).read_text())
+    workflow.update(overrides)
+    return workflow
+
+
+def renamed(workflow: dict[str, Any], name: str) -> dict[str, Any]:
+    return {**copy.deepcopy(workflow), "name": name}
+
+
+@pytest.fixture(scope="session")
+def n8n_dist() -> N8nDistribution:
+    try:
+        return ensure_n8n(N8N_VERSION, install=False)
+    except NotInstalledError:
+        reason = f"n8n {N8N_VERSION} is not installed: run `zixly n8n install` first"
+        if os.environ.get("ZIXLY_REQUIRE_N8N"):  # CI: a missing install is a failure
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def process_runtime(
+    tmp_path_factory: pytest.TempPathFactory, n8n_dist: N8nDistribution
+) -> ProcessRuntime:
+    return ProcessRuntime(tmp_path_factory.mktemp("n8n-data"))
+
+
+@pytest.fixture(scope="module")
+async def n8n_http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=30.0) as http:
+        yield http
+
+
+@dataclass
+class Instance:
+    """One running, bootstrapped tenant instance."""
+
+    handle: InstanceHandle
+    secrets: InstanceSecrets
+    url: str
+    client: N8nClient  # unauthenticated (cookie calls)
+    api: N8nClient  # with the bootstrap's API key
+    boot: BootstrapResult
+
+
+async def launch(
+    runtime: ProcessRuntime,
+    http: httpx.AsyncClient,
+    slug: str,
+    templates: list[dict[str, Any]],
+) -> Instance:
+    secrets = InstanceSecrets.generate(slug)
+    spec = InstanceSpec(
+        tenant_id=f"tenant-{slug}",
+        tenant_slug=slug,
+        version=N8N_VERSION,
+        env={"N8N_ENCRYPTION_KEY": secrets.encryption_key},
+    )
+    handle = await runtime.create(spec)
+    status = await runtime.start(handle)
+    assert status.state is RuntimeState.RUNNING and status.url is not None
+    client = N8nClient(status.url, http)
+    boot = await bootstrap_instance(client, secrets, templates, ready_timeout=READY_WITHIN)
+    secrets = replace(secrets, api_key=boot.api_key)
+    return Instance(handle, secrets, status.url, client, client.with_api_key(boot.api_key), boot)
+
+
+async def remove_all(runtime: ProcessRuntime) -> None:
+    for handle in await runtime.list_managed():
+        await runtime.remove(handle)
+
+
+async def wait_for_state(
+    runtime: ProcessRuntime, handle: InstanceHandle, state: RuntimeState, within: float = 15.0
+) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while (await runtime.inspect(handle)).state is not state:
+        assert asyncio.get_running_loop().time() < deadline, f"never reached {state}"
+        await asyncio.sleep(0.1)

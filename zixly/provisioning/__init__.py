@@ -1,0 +1,1 @@
+"""Provisioning tenant n8n instances: install n8n, run it (processes or containers), bootstrap it."""

@@ -1,0 +1,112 @@
+"""``zixly n8n install`` and ``zixly n8n status``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from zixly.provisioning.distributions import (
+    DEFAULT_N8N_VERSION,
+    default_cache_dir,
+    ensure_n8n,
+    find_n8n,
+    find_node,
+    installed_versions,
+    partial_versions,
+    system_node,
+)
+from zixly.provisioning.progress import RichInstallProgress, format_elapsed
+
+
+def add_n8n_commands(sub: Any, console: Console) -> None:
+    """Register the ``n8n`` group on the top-level subparsers ``sub``."""
+    n8n = sub.add_parser("n8n", help="install and inspect the local n8n (from the npm registry)")
+    n8n_sub = n8n.add_subparsers(dest="n8n_command", required=True)
+
+    install = n8n_sub.add_parser(
+        "install",
+        help="install Node 22 (if needed) and n8n into the cache (ZIXLY_N8N_CACHE_DIR)",
+    )
+    install.add_argument("--version", default=DEFAULT_N8N_VERSION, help="n8n version")
+    install.set_defaults(func=lambda args: _install(args, console))
+
+    status = n8n_sub.add_parser(
+        "status", help="show installed n8n versions and local instances (exit 1: not installed)"
+    )
+    status.add_argument("--version", default=DEFAULT_N8N_VERSION, help="n8n version to check")
+    status.set_defaults(func=lambda args: _status(args, console))
+
+
+def _install(args: argparse.Namespace, console: Console) -> int:
+    version: str = args.version
+    found = find_n8n(version)
+    if found is not None:
+        console.print(f"n8n {version} is already installed in {found.root}", soft_wrap=True)
+        return 0
+    started = time.monotonic()
+    with RichInstallProgress(console) as progress:
+        dist = ensure_n8n(version, progress=progress)
+    console.print(
+        f"[green]n8n {version} installed[/green] in {dist.root} "
+        f"({format_elapsed(time.monotonic() - started)}; node {dist.node_bin})",
+        soft_wrap=True,
+    )
+    return 0
+
+
+def _status(args: argparse.Namespace, console: Console) -> int:
+    cache = default_cache_dir()
+    console.print(f"cache: {cache}", soft_wrap=True)
+    system = system_node()
+    console.print(
+        "system node: " + (f"v{system.version} ({system.node_bin})" if system else "not found"),
+        soft_wrap=True,
+    )
+    node = find_node(cache)
+    console.print(
+        "node for n8n: " + (f"v{node.version} ({node.node_bin})" if node else "not installed"),
+        soft_wrap=True,
+    )
+    for version in installed_versions(cache):
+        ok = find_n8n(version, cache) is not None
+        state = "[green]installed[/green]" if ok else "[red]broken[/red]"
+        console.print(f"n8n {version}: {state}", soft_wrap=True)
+    for version in partial_versions(cache):
+        console.print(f"n8n {version}: [yellow]partial install[/yellow] (re-run install)")
+    _print_instances(console)
+    return 0 if find_n8n(args.version, cache) is not None else 1
+
+
+def _print_instances(console: Console) -> None:
+    from zixly.provisioning.process_runtime import ProcessRuntime
+    from zixly.settings import get_settings
+
+    runtime = ProcessRuntime(get_settings().data_dir)
+
+    async def collect() -> list[tuple[str, str, str, str]]:
+        rows = []
+        for handle in await runtime.list_managed():
+            status = await runtime.inspect(handle)
+            rows.append(
+                (
+                    handle.labels.get("zixly.tenant-slug", handle.tenant_id),
+                    handle.labels.get("zixly.n8n-version", "?"),
+                    status.state.value,
+                    status.url or "",
+                )
+            )
+        return rows
+
+    rows = asyncio.run(collect())
+    if not rows:
+        console.print(f"local instances ({runtime.root}): none", soft_wrap=True)
+        return
+    table = Table("tenant", "n8n", "state", "url", title=f"local instances ({runtime.root})")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
