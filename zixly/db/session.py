@@ -13,8 +13,9 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Row, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -50,7 +51,10 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_pre_ping=True,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        # No pre-ping (a round trip per checkout); recycle instead, and a broken connection
+        # invalidates the pool on first use.
+        pool_recycle=1800,
         connect_args={
             "statement_cache_size": settings.db_statement_cache_size,
             "server_settings": {"application_name": "zixly-api"},
@@ -116,6 +120,27 @@ class UnitOfWork:
                     raise
                 self._session = session
             yield self._session
+
+    async def open_with(self, statement: Any, params: dict[str, Any]) -> Row[Any] | None:
+        """Begin the transaction with a statement that applies the scope itself.
+
+        Authentication uses this: one statement looks the user up and sets
+        ``app.tenant_id`` (and the rest) from its own result, so a request costs one
+        transaction, not one to authenticate plus one to work. The caller then records the
+        scope that statement applied in ``self.scope``.
+        """
+        async with self._lock:
+            if self._session is not None:
+                raise RuntimeError("the unit of work is already open")
+            session = self.db.sessionmaker()
+            await session.begin()
+            try:
+                row = (await session.execute(statement, params)).first()
+            except BaseException:
+                await session.close()
+                raise
+            self._session = session
+            return row
 
     async def finish(self, *, commit: bool) -> None:
         session, self._session = self._session, None

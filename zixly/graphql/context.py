@@ -55,9 +55,14 @@ Info = StrawberryInfo[Context, None]
 
 
 def build_context(
-    services: Services, principal: Principal, request_id: str, request: Any = None
+    services: Services,
+    principal: Principal,
+    request_id: str,
+    request: Any = None,
+    uow: UnitOfWork | None = None,
 ) -> Context:
-    uow = UnitOfWork(services.db, principal.scope)
+    """``uow``: the request's unit of work when authentication already opened it."""
+    uow = uow or UnitOfWork(services.db, principal.scope)
     return Context(
         services=services,
         principal=principal,

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import strawberry
+from graphql.validation import ASTValidationRule
 from strawberry.extensions import (
+    AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
@@ -51,8 +53,21 @@ def render_sdl() -> str:
     return build_schema(Settings()).as_str() + "\n"
 
 
+def limit_rules(settings: Settings) -> list[type[ASTValidationRule]]:
+    """The depth and alias limits as validation rules, created once per schema.
+
+    Each ``QueryDepthLimiter``/``MaxAliasesLimiter`` instance creates a new rule class, and
+    the validation cache keys on the rule classes: built per request they never hit it.
+    """
+    return [
+        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
+    ]
+
+
 def build_schema(settings: Settings) -> strawberry.Schema:
     cache_size = settings.parser_cache_size
+    rules = limit_rules(settings)
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
@@ -63,9 +78,8 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             OperationMetrics,
             MaskUnexpectedErrors,
             RequestBoundary,
-            lambda: QueryDepthLimiter(max_depth=settings.max_query_depth),
+            lambda: AddValidationRules(rules),
             lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
-            lambda: MaxAliasesLimiter(max_alias_count=settings.max_aliases),
             lambda: ParserCache(maxsize=cache_size),
             lambda: ValidationCache(maxsize=cache_size),
         ],

@@ -41,7 +41,11 @@ class ZixlyGraphQL(GraphQL[Context, None]):
         state = request.scope.get("state", {})
         principal = state.get("principal", ANONYMOUS)
         context = build_context(
-            self.services, principal, state.get("request_id", ""), request=request
+            self.services,
+            principal,
+            state.get("request_id", ""),
+            request=request,
+            uow=state.get("uow"),
         )
         context.response = response
         return context

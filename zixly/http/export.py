@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from zixly.auth.principal import Principal, Role
+from zixly.db.session import UnitOfWork
 from zixly.domain.financials import FinancialRepository
 from zixly.domain.ranges import DateRange
 from zixly.errors import AuthenticationError, ValidationError, ZixlyError
@@ -97,7 +98,8 @@ async def export_financials_csv(request: Request) -> Response:
 
     stack = AsyncExitStack()
     try:
-        session = await stack.enter_async_context(services.db.transaction(principal.scope))
+        uow: UnitOfWork = state["uow"]  # opened, tenant-scoped, by authentication
+        session = await stack.enter_async_context(uow.session())
         result = await FinancialRepository(session, tenant_id).stream_for_export(
             date_range, client_id, batch_size=BATCH_SIZE
         )

@@ -15,6 +15,8 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from zixly.db.session import Scope as DbScope
+from zixly.db.session import UnitOfWork
 from zixly.errors import AuthenticationError, RateLimitedError, ValidationError, ZixlyError
 from zixly.http.metrics import HTTP_REQUESTS, RATE_LIMIT_REJECTIONS, RATE_LIMIT_UNAVAILABLE
 from zixly.http.ratelimit import Decision, RateLimiter
@@ -216,9 +218,28 @@ class AuthRateLimitMiddleware:
             )(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        # The request's one transaction: opened by authentication, used by the route,
+        # committed by the GraphQL request boundary; anything left open is rolled back here.
+        uow = UnitOfWork(self.services.db, DbScope.system())
+        try:
+            await self._authenticated(scope, receive, send, headers, uow, request_id, address)
+        finally:
+            await uow.finish(commit=False)
+
+    async def _authenticated(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: Headers,
+        uow: UnitOfWork,
+        request_id: str,
+        address: str,
+    ) -> None:
+        state: dict[str, Any] = scope["state"]
         try:
             principal = await self.services.authenticator.authenticate(
-                headers.get("authorization"), headers.get("x-zixly-tenant")
+                headers.get("authorization"), headers.get("x-zixly-tenant"), uow=uow
             )
         except ZixlyError as error:
             if isinstance(error, AuthenticationError):
@@ -246,6 +267,7 @@ class AuthRateLimitMiddleware:
             )(scope, receive, send)
             return
         state["principal"] = principal
+        state["uow"] = uow
         limit_headers = [
             (k.lower().encode(), v.encode())
             for k, v in (decision.headers() if decision else {}).items()
