@@ -14,7 +14,11 @@ from pathlib import Path
 import httpx
 import psutil
 
-TOKEN_LINE = re.compile(r"^(STAFF|ADMIN|EDITOR|VIEWER)\s+(\S+@\S+)\n(eyJ[\w-]+\.[\w-]+\.[\w-]+)$", re.M)
+from zixly.embedded import Endpoints
+
+TOKEN_LINE = re.compile(
+    r"^(STAFF|ADMIN|EDITOR|VIEWER)\s+(\S+@\S+)\n(eyJ[\w-]+\.[\w-]+\.[\w-]+)$", re.M
+)
 
 
 def _free_port() -> int:
@@ -23,7 +27,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], str]:
+def _start(
+    data_dir: Path, port: int, servers: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
     env = {
         **os.environ,
         "ZIXLY_DATA_DIR": str(data_dir),
@@ -33,6 +39,7 @@ def _start(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], str]:
     }
     for key in ("ZIXLY_DATABASE_URL", "ZIXLY_REDIS_URL", "ZIXLY_JWT_SECRET"):
         env.pop(key, None)
+    env.update(servers or {})
     process = subprocess.Popen(
         [sys.executable, "-m", "zixly.cli", "dev"],
         env=env,
@@ -115,3 +122,49 @@ def test_dev_serves_each_printed_token_and_stops_cleanly(tmp_path: Path) -> None
     finally:
         _stop(process)
     assert not _postgres_running(data_dir)
+
+
+def test_dev_uses_the_servers_named_by_url(tmp_path: Path, endpoints: Endpoints) -> None:
+    """With the URLs set, nothing embedded starts: the API runs on those servers."""
+    data_dir = tmp_path / "data"
+    port = _free_port()
+    servers = {
+        "ZIXLY_DATABASE_URL": endpoints.database_url,
+        "ZIXLY_MIGRATIONS_DATABASE_URL": endpoints.migrations_database_url,
+        "ZIXLY_REDIS_URL": endpoints.redis_url,
+    }
+    process, output = _start(data_dir, port, servers)
+    try:
+        tokens = TOKEN_LINE.findall(output)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            assert http.get("/readyz").json()["status"] == "ready"
+            body = http.post(
+                "/graphql",
+                json={"query": "{ me { email role } }"},
+                headers={"Authorization": f"Bearer {tokens[1][2]}"},
+            ).json()
+        assert body["data"]["me"] == {"email": "admin@demo.zixly.dev", "role": "ADMIN"}
+    finally:
+        _stop(process)
+    assert not (data_dir / "pg").exists()
+    assert not (data_dir / "redis").exists()
+
+
+def test_dev_refuses_a_database_url_without_the_owner_url(
+    tmp_path: Path, endpoints: Endpoints
+) -> None:
+    env = {
+        **os.environ,
+        "ZIXLY_DATA_DIR": str(tmp_path),
+        "ZIXLY_DATABASE_URL": endpoints.database_url,
+    }
+    env.pop("ZIXLY_MIGRATIONS_DATABASE_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "zixly.cli", "dev"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "ZIXLY_MIGRATIONS_DATABASE_URL is not" in result.stderr
