@@ -173,6 +173,13 @@ class _InProcessServer(uvicorn.Server):
 @pytest.fixture(scope="session")
 async def live_server(services: Services) -> AsyncIterator[str]:
     """The app served by a real uvicorn on 127.0.0.1 (a free port); yields the base URL."""
+    async with served(services) as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def served(services: Services) -> AsyncIterator[str]:
+    """Serve an app over ``services`` with a real uvicorn on a free loopback port."""
     config = uvicorn.Config(
         create_app(services),
         host="127.0.0.1",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import random
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -14,7 +15,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+import zixly.domain.metrics as metrics_domain
 from tests.conftest import World, gql
+from zixly.db.models import EMBEDDING_DIMENSIONS
 from zixly.db.session import Scope
 from zixly.domain.embeddings import HashingEmbedder, metric_text
 from zixly.domain.metrics import CustomMetricRepository
@@ -227,17 +230,61 @@ async def test_similar_metrics_never_reveals_other_tenants(
     assert error_of(body) == {"code": "VALIDATION_ERROR", "field": "metricId"}
 
 
-async def test_similar_widens_hnsw_search_for_its_transaction(
+async def test_similar_is_exact_for_a_small_tenant_and_leaves_ef_search_alone(
     services: Services, neighbourhood: dict[str, Any]
 ) -> None:
+    tenant, ids, distances = (neighbourhood[k] for k in ("tenant", "ids", "distances"))
+    for k in (2, 5, 50):
+        async with services.db.transaction(Scope(tenant.id)) as session:
+            rows = await CustomMetricRepository(session, tenant.id).similar(ids["target"], k)
+            assert (await session.execute(text("SHOW hnsw.ef_search"))).scalar() == "40"
+        assert [r.metric_name for r in rows] == sorted(distances, key=distances.__getitem__)[:k]
+
+
+async def test_similar_uses_the_index_with_a_wider_search_for_a_large_tenant(
+    services: Services, neighbourhood: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Treat every tenant as large, to take the index path on a small data set.
+    monkeypatch.setattr(metrics_domain, "EXACT_SEARCH_MAX_ROWS", 0)
     tenant, ids, distances = (neighbourhood[k] for k in ("tenant", "ids", "distances"))
     for k, ef_search in ((2, "40"), (5, "50"), (50, "500")):
         async with services.db.transaction(Scope(tenant.id)) as session:
             rows = await CustomMetricRepository(session, tenant.id).similar(ids["target"], k)
             assert (await session.execute(text("SHOW hnsw.ef_search"))).scalar() == ef_search
-        assert [r.metric_name for r in rows] == sorted(distances, key=distances.__getitem__)[:k]
+        # Approximate: what comes back is this tenant's, nearest first, but may be short
+        # when other tenants' metrics crowd the index (the reason small tenants go exact).
+        names = [r.metric_name for r in rows]
+        assert set(names) <= set(distances)
+        assert names == sorted(names, key=distances.__getitem__)
     async with services.db.transaction(Scope(tenant.id)) as session:
         assert (await session.execute(text("SHOW hnsw.ef_search"))).scalar() == "40"
+
+
+async def test_similar_stays_exact_while_other_tenants_crowd_the_index(
+    client: httpx.AsyncClient, world: World, owner: Any, neighbourhood: dict[str, Any]
+) -> None:
+    """Thousands of another tenant's metrics in the shared HNSW index: an index scan
+    filtered afterwards finds few or none of this tenant's; the answer is exact."""
+    crowd = await world.tenant("sim-crowd", clients=1)
+    rng = random.Random(7)
+    rows = []
+    for n in range(2000):
+        vector = [rng.gauss(0, 1) for _ in range(EMBEDDING_DIMENSIONS)]
+        rows.append((crowd.id, crowd.client_ids[0], f"crowd_{n}", n, vector_literal(vector)))
+    await owner.executemany(
+        "INSERT INTO custom_metrics (tenant_id, client_kpi_id, metric_name, metric_value, "
+        "record_date, embedding) VALUES ($1, $2, $3, $4, now(), $5::vector)",
+        rows,
+    )
+    distances = neighbourhood["distances"]
+    body = await gql(
+        client,
+        SIMILAR,
+        {"id": str(neighbourhood["ids"]["target"]), "k": 3},
+        headers=world.headers(neighbourhood["tenant"].viewer),
+    )
+    names = [m["metric"]["metricName"] for m in body["data"]["similarMetrics"]]
+    assert names == sorted(distances, key=distances.__getitem__)[:3]
 
 
 def record_input(client_id: uuid.UUID, **overrides: Any) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from tests.conftest import (
 )
 from zixly.db.session import Scope
 from zixly.embedded import Endpoints
-from zixly.http.middleware import AUTH_FAILURES_PER_WINDOW
+from zixly.http.guard import AUTH_FAILURES_PER_WINDOW
 from zixly.services import Services
 from zixly.settings import Settings
 

@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +16,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from tests.conftest import World
+from tests.conftest import World, make_settings, other_app, served
+from zixly.embedded import Endpoints
 from zixly.events import SyncEventBus, channel
+from zixly.http.guard import AUTH_FAILURES_PER_WINDOW
 from zixly.services import Services
 
 SUBSCRIPTION = "subscription { syncEvents { provider status occurredAt message recordsSynced } }"
@@ -204,3 +207,53 @@ async def test_connection_init_for_a_foreign_tenant_is_closed(
             await receive(ws)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 4403
+
+
+def _redis_db(endpoints: Endpoints, db: int) -> str:
+    """A Redis database of its own, so this test's limit counters are nobody else's."""
+    return f"{endpoints.redis_url}?db={db}"
+
+
+async def test_websocket_auth_failures_count_against_the_address(
+    endpoints: Endpoints, data_dir: Path, world: World
+) -> None:
+    tenant = await world.tenant("subs-guess", clients=0)
+    settings = make_settings(data_dir)
+    async with other_app(endpoints, settings, redis_url=_redis_db(endpoints, 5)) as (built, _):
+        await built.guard.redis.flushdb()
+        async with served(built) as url:
+            for _ in range(AUTH_FAILURES_PER_WINDOW):
+                async with connected_raw(url, {"Authorization": "Bearer not-a-jwt"}) as code:
+                    assert code == 4403
+            # Now even a valid token is refused from this address until the window passes.
+            async with connected_raw(url, world.headers(tenant.viewer)) as code:
+                assert code == 4403
+
+
+async def test_websocket_connections_count_against_the_tenant_rate_limit(
+    endpoints: Endpoints, data_dir: Path, world: World
+) -> None:
+    tenant = await world.tenant("subs-limit", clients=0)
+    settings = make_settings(data_dir, rate_limit_per_minute=2)
+    async with other_app(endpoints, settings, redis_url=_redis_db(endpoints, 6)) as (built, _):
+        await built.guard.redis.flushdb()
+        async with served(built) as url:
+            for _ in range(2):
+                async with connected_raw(url, world.headers(tenant.viewer)) as code:
+                    assert code is None  # acknowledged
+            async with connected_raw(url, world.headers(tenant.viewer)) as code:
+                assert code == 4403
+
+
+@asynccontextmanager
+async def connected_raw(base: str, payload: dict[str, Any]) -> AsyncIterator[int | None]:
+    """Send connection_init; yield None when acknowledged, else the close code."""
+    async with connect(ws_url(base), subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+        try:
+            message = await receive(ws)
+        except ConnectionClosed as closed:
+            yield closed.rcvd.code if closed.rcvd else -1
+            return
+        assert message["type"] == "connection_ack", message
+        yield None

@@ -12,7 +12,7 @@ from zixly.auth.tokens import load_signing_secret
 from zixly.auth.verifier import TokenVerifier
 from zixly.db.session import Database, create_engine
 from zixly.domain.cursors import CursorCodec
-from zixly.http.ratelimit import RateLimiter
+from zixly.http.guard import AccessGuard
 from zixly.settings import Settings
 
 
@@ -25,13 +25,19 @@ class Services:
     verifier: TokenVerifier
     authenticator: Authenticator
     cursors: CursorCodec
-    rate_limiter: RateLimiter
+    guard: AccessGuard
 
     @classmethod
     def build(cls, settings: Settings, *, database_url: str, redis_url: str) -> Services:
         secret = load_signing_secret(settings)
         db = Database(create_engine(database_url, settings), settings)
         redis = Redis.from_url(redis_url, decode_responses=False)
+        # The rate limits get a client of their own whose socket timeouts bound how long a
+        # request waits on a Redis that stopped answering (they then fail open). Not the
+        # shared one: a socket timeout would also end idle pub/sub subscriptions.
+        limits_redis = Redis.from_url(
+            redis_url, decode_responses=False, socket_timeout=2.0, socket_connect_timeout=2.0
+        )
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
         verifier = TokenVerifier(settings, secret, http)
         return cls(
@@ -42,12 +48,11 @@ class Services:
             verifier=verifier,
             authenticator=Authenticator(settings, verifier, db),
             cursors=CursorCodec(secret),
-            rate_limiter=RateLimiter(
-                redis, settings.rate_limit_per_minute, settings.rate_limit_window_seconds
-            ),
+            guard=AccessGuard(limits_redis, settings),
         )
 
     async def close(self) -> None:
         await self.http.aclose()
         await self.redis.aclose()
+        await self.guard.close()
         await self.db.dispose()

@@ -90,6 +90,11 @@ def check_neighbours(k: int) -> int:
     return k
 
 
+# Up to this many embedded metrics a tenant is searched exactly (see ``similar``): about
+# 10 ms of distance computations at 384 dimensions.
+EXACT_SEARCH_MAX_ROWS = 20_000
+
+
 def hnsw_ef_search(k: int) -> int:
     """Candidates the HNSW index scan should collect to return ``k`` rows after filtering."""
     return min(1000, max(40, k * 10))
@@ -134,14 +139,15 @@ class CustomMetricRepository:
         when the metric is not this tenant's (RLS makes another tenant's metric invisible,
         and the explicit tenant filter does too), so existence is never revealed.
 
-        pgvector 0.6's HNSW index scan yields at most ``hnsw.ef_search`` candidates (default
-        40) and the ``tenant_id`` filter (and RLS) is applied *after* the scan: with many
-        tenants sharing the index, most candidates can belong to others and fewer than ``k``
-        rows come back. Widening ``ef_search`` to ``max(40, 10k)`` for this transaction only
-        (``set_config(..., true)`` is ``SET LOCAL``) makes a short result much less likely
-        without slowing other queries. For a tenant with few metrics the planner prefers the
-        tenant btree index and sorts exactly. The ORDER BY is the distance alone: a
-        tie-breaking column would stop the HNSW index from providing the order.
+        Exact for all but very large tenants. pgvector 0.6's HNSW index is shared by every
+        tenant and applies the ``tenant_id`` filter (and RLS) *after* its scan, which yields at
+        most ``hnsw.ef_search`` candidates: most can be other tenants', so an index search can
+        miss true neighbours or return fewer than ``k`` rows. A tenant with up to
+        ``EXACT_SEARCH_MAX_ROWS`` embedded metrics is therefore searched exactly (its rows by
+        the tenant index, ordered by ``cosine_distance()``, which the HNSW index does not
+        serve); a larger tenant goes through the index with ``ef_search`` widened to
+        ``max(40, 10k)`` for this transaction only (``set_config(..., true)``): approximate,
+        as HNSW is, and sub-linear.
         """
         has_embedding = (
             await self.session.execute(
@@ -154,19 +160,26 @@ class CustomMetricRepository:
             raise NotFoundError("no custom metric with this id", field="metricId")
         if not has_embedding:
             return []
-        await self.session.execute(
-            select(func.set_config("hnsw.ef_search", str(hnsw_ef_search(k)), True))
-        )
-        target = select(M.c.embedding).where(M.c.tenant_id == self.tenant_id, M.c.id == metric_id)
-        distance = M.c.embedding.cosine_distance(target.scalar_subquery())
+        target = select(M.c.embedding).where(
+            M.c.tenant_id == self.tenant_id, M.c.id == metric_id
+        ).scalar_subquery()
+        candidates = (M.c.tenant_id == self.tenant_id, M.c.embedding.is_not(None))
+        sample = select(M.c.id).where(*candidates).limit(EXACT_SEARCH_MAX_ROWS + 1).subquery()
+        size = (await self.session.execute(select(func.count()).select_from(sample))).scalar_one()
+        if size <= EXACT_SEARCH_MAX_ROWS:
+            distance = func.cosine_distance(M.c.embedding, target)
+            order: tuple[Any, ...] = (distance, M.c.id)
+        else:
+            await self.session.execute(
+                select(func.set_config("hnsw.ef_search", str(hnsw_ef_search(k)), True))
+            )
+            # The distance operator alone: a tie-breaker would stop the index ordering.
+            distance = M.c.embedding.cosine_distance(target)
+            order = (distance,)
         query = (
             select(*COLUMNS, distance.label("distance"))
-            .where(
-                M.c.tenant_id == self.tenant_id,
-                M.c.id != metric_id,
-                M.c.embedding.is_not(None),
-            )
-            .order_by(distance)
+            .where(*candidates, M.c.id != metric_id)
+            .order_by(*order)
             .limit(k)
         )
         return list((await self.session.execute(query)).all())

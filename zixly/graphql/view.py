@@ -14,7 +14,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UnsetType
 
 from zixly.auth.principal import Principal
-from zixly.errors import ZixlyError
+from zixly.errors import AuthenticationError, ZixlyError
 from zixly.graphql.context import Context, build_context
 from zixly.services import Services
 
@@ -51,21 +51,41 @@ class ZixlyGraphQL(GraphQL[Context, None]):
         return context
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        """Authenticate ``connection_init`` and apply the same limits as HTTP requests:
+        failed authentications per address, and the connection counted as one request of
+        its tenant."""
+        guard = self.services.guard
+        client = getattr(context.request, "client", None)
+        address = client.host if client else "unknown"
+        if await guard.address_blocked(address) is not None:
+            guard.rejected("auth_failures", address)
+            raise ConnectionRejectionError(
+                {"message": "too many failed authentications", "code": "RATE_LIMITED"}
+            )
         params = context.connection_params or {}
         authorization = params.get("Authorization") or params.get("authorization")
         tenant = params.get("X-Zixly-Tenant") or params.get("x-zixly-tenant")
-        if not isinstance(authorization, str):
-            raise ConnectionRejectionError(
-                {"message": "missing bearer token", "code": "UNAUTHENTICATED"}
-            )
         try:
             principal = await self.services.authenticator.authenticate(
-                authorization, tenant if isinstance(tenant, str) else None
+                authorization if isinstance(authorization, str) else None,
+                tenant if isinstance(tenant, str) else None,
             )
         except ZixlyError as error:
+            if isinstance(error, AuthenticationError):
+                await guard.record_auth_failure(address)
             raise ConnectionRejectionError(
                 {"message": error.message, "code": error.code}
             ) from error
+        decision = await guard.admit(principal.rate_limit_key)
+        if decision is not None and not decision.allowed:
+            guard.rejected("tenant", principal.rate_limit_key)
+            raise ConnectionRejectionError(
+                {
+                    "message": "rate limit exceeded",
+                    "code": "RATE_LIMITED",
+                    "retryAfter": decision.retry_after_seconds,
+                }
+            )
         fresh = build_context(self.services, principal, context.request_id, context.request)
         context.principal = principal
         context.uow = fresh.uow

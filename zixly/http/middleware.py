@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-from redis.exceptions import RedisError
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,8 +15,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from zixly.db.session import Scope as DbScope
 from zixly.db.session import UnitOfWork
 from zixly.errors import AuthenticationError, RateLimitedError, ValidationError, ZixlyError
-from zixly.http.metrics import HTTP_REQUESTS, RATE_LIMIT_REJECTIONS, RATE_LIMIT_UNAVAILABLE
-from zixly.http.ratelimit import Decision, RateLimiter
+from zixly.http.metrics import HTTP_REQUESTS
+from zixly.http.ratelimit import Decision
 from zixly.logging import get_logger
 from zixly.services import Services
 
@@ -27,13 +24,6 @@ log = get_logger("zixly.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 _HEADER_UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')
 PROTECTED_PREFIXES = ("/graphql", "/export/")
-# Failed authentications allowed per client address per window, so tokens cannot be guessed
-# at speed. The address is the ASGI client: behind a proxy, run uvicorn with
-# --proxy-headers / --forwarded-allow-ips so it is the real client's.
-AUTH_FAILURES_PER_WINDOW = 30
-AUTH_FAILURE_WINDOW_SECONDS = 60
-# Redis slower than this counts as unavailable; the limits then fail open (logged, counted).
-RATE_LIMIT_TIMEOUT_SECONDS = 1.0
 
 
 def _challenge(error: ZixlyError) -> str:
@@ -186,12 +176,7 @@ class AuthRateLimitMiddleware:
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
         self.services = services
-        self.auth_failures = RateLimiter(
-            services.redis,
-            AUTH_FAILURES_PER_WINDOW,
-            AUTH_FAILURE_WINDOW_SECONDS,
-            prefix="authfail",
-        )
+        self.guard = services.guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
@@ -206,8 +191,8 @@ class AuthRateLimitMiddleware:
         state: dict[str, Any] = scope.setdefault("state", {})
         request_id = state.get("request_id", "")
         address = (scope.get("client") or ("unknown",))[0]
-        blocked = await self._limit(self.auth_failures.peek, address)
-        if blocked is not None and not blocked.allowed:
+        blocked = await self.guard.address_blocked(address)
+        if blocked is not None:
             await self._reject(
                 request_id,
                 "auth_failures",
@@ -243,7 +228,7 @@ class AuthRateLimitMiddleware:
             )
         except ZixlyError as error:
             if isinstance(error, AuthenticationError):
-                await self._limit(self.auth_failures.hit, address)
+                await self.guard.record_auth_failure(address)
             if error.http_status >= 500:  # an outage, not a bad token: keep the cause
                 log.warning("auth.unavailable", reason=error.message, cause=repr(error.__cause__))
             else:
@@ -254,7 +239,7 @@ class AuthRateLimitMiddleware:
             tenant_id=str(principal.tenant_id) if principal.tenant_id else None,
             user_id=str(principal.user_id),
         )
-        decision = await self._limit(self.services.rate_limiter.hit, principal.rate_limit_key)
+        decision = await self.guard.admit(principal.rate_limit_key)
         if decision is not None and not decision.allowed:
             window = self.services.settings.rate_limit_window_seconds
             await self._reject(
@@ -280,22 +265,9 @@ class AuthRateLimitMiddleware:
 
         await self.app(scope, receive, send_with_limits)
 
-    async def _limit(
-        self, check: Callable[[str], Awaitable[Decision]], key: str
-    ) -> Decision | None:
-        """Ask the limiter; ``None`` when Redis cannot answer (fail open)."""
-        try:
-            decision: Decision = await asyncio.wait_for(check(key), RATE_LIMIT_TIMEOUT_SECONDS)
-        except (RedisError, OSError) as exc:
-            RATE_LIMIT_UNAVAILABLE.inc()
-            log.warning("ratelimit.unavailable", error=repr(exc))
-            return None
-        return decision
-
     def _reject(
         self, request_id: str, limit: str, key: str, decision: Decision, message: str
     ) -> JSONResponse:
-        RATE_LIMIT_REJECTIONS.labels(limit).inc()
-        log.info("ratelimit.rejected", limit=limit, key=key)
+        self.guard.rejected(limit, key)
         error = RateLimitedError(message, retry_after=decision.retry_after_seconds)
         return error_response(error, request_id, decision.headers())
