@@ -16,8 +16,11 @@ dev: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	bash scripts/ci-setup-podman.sh
 	$(VENV)/bin/zixly n8n install
-	ZIXLY_REQUIRE_N8N=1 $(VENV)/bin/python -m pytest
+	$(VENV)/bin/zixly n8n image
+	$(VENV)/bin/zixly podman stop
+	ZIXLY_REQUIRE_N8N=1 ZIXLY_REQUIRE_PODMAN=1 $(VENV)/bin/python -m pytest
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench.api --quick

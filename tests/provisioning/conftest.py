@@ -11,20 +11,28 @@ import asyncio
 import copy
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import docker
 import httpx
 import pytest
 
 from zixly.provisioning.bootstrap import BootstrapResult, InstanceSecrets, bootstrap_instance
 from zixly.provisioning.distributions import DEFAULT_N8N_VERSION, N8nDistribution, ensure_n8n
 from zixly.provisioning.errors import NotInstalledError
+from zixly.provisioning.images import ImageResult, ensure_n8n_image
 from zixly.provisioning.n8n_client import N8nClient
+from zixly.provisioning.podman import PodmanService, podman_available
 from zixly.provisioning.process_runtime import ProcessRuntime
-from zixly.provisioning.runtime import InstanceHandle, InstanceSpec, RuntimeState
+from zixly.provisioning.runtime import (
+    InstanceHandle,
+    InstanceRuntime,
+    InstanceSpec,
+    RuntimeState,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 N8N_VERSION = DEFAULT_N8N_VERSION
@@ -78,7 +86,7 @@ class Instance:
 
 
 async def launch(
-    runtime: ProcessRuntime,
+    runtime: InstanceRuntime,
     http: httpx.AsyncClient,
     slug: str,
     templates: list[dict[str, Any]],
@@ -99,15 +107,47 @@ async def launch(
     return Instance(handle, secrets, status.url, client, client.with_api_key(boot.api_key), boot)
 
 
-async def remove_all(runtime: ProcessRuntime) -> None:
+async def remove_all(runtime: InstanceRuntime) -> None:
     for handle in await runtime.list_managed():
         await runtime.remove(handle)
 
 
 async def wait_for_state(
-    runtime: ProcessRuntime, handle: InstanceHandle, state: RuntimeState, within: float = 15.0
+    runtime: InstanceRuntime, handle: InstanceHandle, state: RuntimeState, within: float = 15.0
 ) -> None:
     deadline = asyncio.get_running_loop().time() + within
     while (await runtime.inspect(handle)).state is not state:
         assert asyncio.get_running_loop().time() < deadline, f"never reached {state}"
         await asyncio.sleep(0.1)
+
+
+# --- containers (the docker runtime) ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[docker.DockerClient]:
+    """The engine from DOCKER_HOST, else a private Podman API service for this session.
+
+    Without podman the container tests are skipped, or fail when ``ZIXLY_REQUIRE_PODMAN`` is
+    set (CI installs it first with scripts/ci-setup-podman.sh).
+    """
+    if os.environ.get("DOCKER_HOST"):
+        client = docker.from_env(timeout=600)
+        yield client
+        client.close()
+        return
+    if not podman_available():
+        reason = "podman is not installed: run scripts/ci-setup-podman.sh (or set DOCKER_HOST)"
+        if os.environ.get("ZIXLY_REQUIRE_PODMAN"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with PodmanService(tmp_path_factory.mktemp("podman")) as service:
+        client = service.client()
+        yield client
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def n8n_image(docker_engine: docker.DockerClient, n8n_dist: N8nDistribution) -> ImageResult:
+    """localhost/zixly/n8n:<version>; built here (about 2 min) unless `zixly n8n image` ran."""
+    return ensure_n8n_image(docker_engine, N8N_VERSION)

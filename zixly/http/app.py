@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from zixly.graphql.compiled.endpoint import CompiledGraphQL
 from zixly.graphql.schema import build_schema
 from zixly.graphql.view import ZixlyGraphQL
 from zixly.http.export import export_financials_csv
@@ -72,7 +73,7 @@ def create_app(services: Services) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/graphql", CompiledGraphQL(graphql), methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             Route("/export/financials.csv", export_financials_csv, methods=["GET"]),
             Route("/healthz", healthz),

@@ -1,4 +1,4 @@
-"""``zixly n8n install`` and ``zixly n8n status``."""
+"""``zixly n8n install|status|image`` and ``zixly podman start|stop|status``."""
 
 from __future__ import annotations
 
@@ -41,6 +41,32 @@ def add_n8n_commands(sub: Any, console: Console) -> None:
     status.add_argument("--version", default=DEFAULT_N8N_VERSION, help="n8n version to check")
     status.set_defaults(func=lambda args: _status(args, console))
 
+    image = n8n_sub.add_parser(
+        "image",
+        help="build the local n8n image localhost/zixly/n8n:<version> (no registry needed) "
+        "for the container engine: DOCKER_HOST, else a Podman service",
+    )
+    image.add_argument("--version", default=DEFAULT_N8N_VERSION, help="n8n version")
+    image.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    image.set_defaults(func=lambda args: _image(args, console))
+
+    add_podman_commands(sub, console)
+
+
+def add_podman_commands(sub: Any, console: Console) -> None:
+    """``zixly podman start|stop|status``: the Podman API service for dev and tests."""
+    podman = sub.add_parser(
+        "podman", help="the local Podman API service the docker runtime uses without DOCKER_HOST"
+    )
+    podman_sub = podman.add_subparsers(dest="podman_command", required=True)
+    for name, text in (
+        ("start", "start the service in the background (prints DOCKER_HOST)"),
+        ("stop", "stop the service started by `zixly podman start`"),
+        ("status", "is the service answering? (exit 1: no)"),
+    ):
+        command = podman_sub.add_parser(name, help=text)
+        command.set_defaults(func=lambda args, name=name: _podman(name, console))
+
 
 def _install(args: argparse.Namespace, console: Console) -> int:
     version: str = args.version
@@ -56,6 +82,40 @@ def _install(args: argparse.Namespace, console: Console) -> int:
         f"({format_elapsed(time.monotonic() - started)}; node {dist.node_bin})",
         soft_wrap=True,
     )
+    return 0
+
+
+def _image(args: argparse.Namespace, console: Console) -> int:
+    from zixly.provisioning.images import ensure_n8n_image
+    from zixly.provisioning.podman import engine
+
+    with engine() as client, RichInstallProgress(console) as progress:
+        result = ensure_n8n_image(client, args.version, progress=progress, force=args.force)
+    done = "built" if result.built else "is up to date"
+    steps = "".join(f", {name} {seconds:.0f} s" for name, seconds in result.steps.items())
+    console.print(
+        f"[green]{result.tag} {done}[/green] ({result.image_id[:19]}; "
+        f"{format_elapsed(result.seconds)}{steps})",
+        soft_wrap=True,
+    )
+    return 0
+
+
+def _podman(action: str, console: Console) -> int:
+    from zixly.provisioning.podman import PodmanService
+
+    service = PodmanService()
+    if action == "start":
+        url = service.start()
+        console.print(f"podman API service: export DOCKER_HOST={url}", soft_wrap=True)
+    elif action == "stop":
+        stopped = service.stop()
+        console.print("podman API service " + ("stopped" if stopped else "was not ours/running"))
+    else:
+        running = service.running()
+        state = f"answering at {service.base_url}" if running else "not running"
+        console.print(f"podman API service: {state}", soft_wrap=True)
+        return 0 if running else 1
     return 0
 
 
