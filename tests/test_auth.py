@@ -416,3 +416,23 @@ async def test_unreachable_issuer_is_unavailable_not_unauthenticated(
     error = response.json()["errors"][0]
     assert error["extensions"]["code"] == "UNAVAILABLE"
     assert error["message"] == "the identity provider's JWKS could not be fetched"
+
+
+def test_verified_tokens_expire_with_the_token_and_are_bounded() -> None:
+    from zixly.auth.verifier import VerifiedTokens
+
+    cache = VerifiedTokens(max_age=60, leeway=0, size=2)
+    now = time.time()
+    cache.put("a", {"exp": now + 0.3})
+    cache.put("b", {"exp": now + 600})
+    assert cache.get("a") == {"exp": now + 0.3}
+    time.sleep(0.35)
+    assert cache.get("a") is None  # past its exp: verified afresh (and then refused)
+    cache.put("c", {"exp": now + 600})
+    cache.put("d", {"exp": now + 600})
+    assert cache.get("b") is None  # least recently used, evicted at the bound
+    assert cache.get("d") is not None
+    short = VerifiedTokens(max_age=0.2, leeway=0)
+    short.put("e", {"exp": now + 600})
+    time.sleep(0.25)
+    assert short.get("e") is None  # never longer than max_age, whatever exp says

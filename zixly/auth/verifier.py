@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import OrderedDict
 from typing import Any
 
 import httpx
@@ -98,12 +99,56 @@ class JwksCache:
         self._fetched_at = time.monotonic()
 
 
+VERIFIED_TOKEN_MAX_AGE = 60.0
+VERIFIED_TOKEN_CACHE_SIZE = 10_000
+
+
+class VerifiedTokens:
+    """Claims of recently verified tokens, so a client's burst of requests verifies once.
+
+    An entry lives at most ``max_age`` seconds and never past the token's own ``exp``:
+    a token from a key the issuer has just withdrawn stays accepted for at most a minute.
+    Bounded (least recently used out), and keyed by the whole token string, so a token
+    differing in any byte is verified afresh.
+    """
+
+    def __init__(self, *, max_age: float, leeway: int, size: int = VERIFIED_TOKEN_CACHE_SIZE):
+        self.max_age = max_age
+        self.leeway = leeway
+        self.size = size
+        self._entries: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+
+    def get(self, token: str) -> dict[str, Any] | None:
+        entry = self._entries.get(token)
+        if entry is None:
+            return None
+        until, claims = entry
+        if time.time() >= until:
+            del self._entries[token]
+            return None
+        self._entries.move_to_end(token)
+        return claims
+
+    def put(self, token: str, claims: dict[str, Any]) -> None:
+        expires = claims.get("exp")
+        until = time.time() + self.max_age
+        if isinstance(expires, int | float):
+            until = min(until, float(expires) + self.leeway)
+        self._entries[token] = (until, claims)
+        self._entries.move_to_end(token)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+
 class TokenVerifier:
     def __init__(
         self, settings: Settings, secret: bytes, http: httpx.AsyncClient | None = None
     ) -> None:
         self.settings = settings
         self._own_key = OctKey.import_key(secret)
+        self._verified = VerifiedTokens(
+            max_age=VERIFIED_TOKEN_MAX_AGE, leeway=settings.jwt_leeway_seconds
+        )
         self._jwks: JwksCache | None = None
         if settings.external_jwks_url:
             _check_external_settings(settings)
@@ -114,6 +159,14 @@ class TokenVerifier:
     async def verify(self, token: str) -> dict[str, Any]:
         if len(token) > MAX_TOKEN_BYTES:
             raise AuthenticationError("malformed token: too large")
+        cached = self._verified.get(token)
+        if cached is not None:
+            return dict(cached)
+        claims = await self._verify(token)
+        self._verified.put(token, claims)
+        return dict(claims)
+
+    async def _verify(self, token: str) -> dict[str, Any]:
         try:
             header = jws.extract_compact(token.encode()).protected
         except (JoseError, ValueError, UnicodeError) as exc:
