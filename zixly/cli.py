@@ -52,6 +52,23 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_worker(_args: argparse.Namespace) -> int:
+    from zixly.worker import run_worker
+
+    return run_worker(get_settings())
+
+
+def _cmd_reconcile(args: argparse.Namespace) -> int:
+    import json
+    import uuid
+
+    from zixly.worker import reconcile_once
+
+    only = [uuid.UUID(t) for t in args.tenant] if args.tenant else None
+    print(json.dumps(reconcile_once(get_settings(), only), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zixly", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=_cmd_schema)
 
     add_n8n_commands(sub, console)
+
+    worker = sub.add_parser("worker", help="run the arq worker (instance jobs, reconciler cron)")
+    worker.set_defaults(func=_cmd_worker)
+
+    reconcile = sub.add_parser(
+        "reconcile", help="compare n8n instances with the database once and repair drift"
+    )
+    reconcile.add_argument(
+        "--tenant", action="append", default=[], help="only this tenant id (repeatable)"
+    )
+    reconcile.set_defaults(func=_cmd_reconcile)
     return parser
 
 

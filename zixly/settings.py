@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -101,6 +101,37 @@ class Settings(BaseSettings):
         default=None,
         description="Where `zixly n8n install` keeps Node and n8n; default "
         "$XDG_CACHE_HOME/zixly/n8n or ~/.cache/zixly/n8n.",
+    )
+    n8n_runtime: Literal["process", "docker"] = Field(
+        default="process",
+        description="Where tenant n8n instances run: local processes or containers.",
+    )
+    n8n_version: str = Field(
+        default="1.123.81",
+        pattern=r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$",
+        description="n8n version new tenant instances get.",
+    )
+    n8n_ready_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a started instance may take to pass its health check.",
+    )
+    reconcile_retry_failed_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="The reconciler retries a FAILED instance once its last attempt is older.",
+    )
+
+    # --- secrets ---------------------------------------------------------------
+    encryption_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated kid:base64key entries (32-byte AES-256 keys) for stored "
+        "secrets. Unset in dev: one key generated once into data_dir/encryption-keys.",
+    )
+    encryption_active_kid: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,32}$",
+        description="Key id that encrypts new values; default the last key entry.",
     )
 
     # --- operations ------------------------------------------------------------

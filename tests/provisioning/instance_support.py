@@ -1,0 +1,150 @@
+"""Helpers shared by the instance lifecycle and reconciler tests (real n8n, PostgreSQL, Redis)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+
+from tests.conftest import World
+from tests.provisioning.conftest import FIXTURES, READY_WITHIN
+from zixly.crypto import Keyring, key_entry
+from zixly.db.session import Database
+from zixly.provisioning.instances import InstanceRepository, InstanceRow, Step
+from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle, StepHook
+from zixly.provisioning.n8n_client import N8nClient
+from zixly.provisioning.process_runtime import ProcessRuntime
+from zixly.provisioning.reconciler import Reconciler
+from zixly.provisioning.runtime import TENANT_LABEL, InstanceRuntime
+from zixly.provisioning.secrets import InstanceSecretBox, SecretField
+from zixly.services import Services
+from zixly.settings import Settings
+
+SCHEDULE = str(FIXTURES / "schedule-noop.json")
+WEBHOOK = str(FIXTURES / "webhook-noop.json")
+SCHEDULE_NAME = "Zixly test: hourly no-op"
+WEBHOOK_NAME = "Zixly test: webhook no-op"
+N8N_VERSION = "1.123.81"
+
+
+class Killed(BaseException):
+    """Stands in for the worker dying mid-job: not an ``Exception``, so nothing records it."""
+
+
+def kill_after(step: Step) -> StepHook:
+    async def hook(_tenant_id: uuid.UUID, done: Step) -> None:
+        if done is step:
+            raise Killed(step.value)
+
+    return hook
+
+
+def fresh_keys() -> str:
+    return key_entry("test1", os.urandom(32))
+
+
+@dataclass
+class LifecycleEnv:
+    db: Database
+    redis: Any
+    runtime: ProcessRuntime
+    http: httpx.AsyncClient
+    keyring: Keyring
+    owner: asyncpg.Connection
+    settings: Settings
+    keys: str  # the keyring as ZIXLY_ENCRYPTION_KEYS takes it (for a worker's settings)
+    tenants: list[uuid.UUID] = field(default_factory=list)
+
+    def lifecycle(
+        self, *, runtime: InstanceRuntime | None = None, on_step: StepHook | None = None
+    ) -> InstanceLifecycle:
+        return InstanceLifecycle(
+            self.db,
+            self.redis,
+            runtime or self.runtime,
+            self.keyring,
+            self.http,
+            version=N8N_VERSION,
+            ready_timeout=READY_WITHIN,
+            on_step=on_step,
+        )
+
+    def reconciler(self, *, retry_failed_after: timedelta = timedelta(0)) -> Reconciler:
+        return Reconciler(
+            self.lifecycle(), retry_failed_after=retry_failed_after, grace=timedelta(0)
+        )
+
+    async def tenant(self, label: str) -> uuid.UUID:
+        created = await World(self.owner, self.settings).tenant(label, clients=0)
+        self.tenants.append(created.id)
+        return created.id
+
+    async def row(self, tenant_id: uuid.UUID) -> InstanceRow:
+        async with self.db.transaction(STAFF) as session:
+            row = await InstanceRepository(session).get(tenant_id)
+        assert row is not None
+        return row
+
+    async def events(self, tenant_id: uuid.UUID) -> list[tuple[str, str | None, str]]:
+        async with self.db.transaction(STAFF) as session:
+            records = await InstanceRepository(session).events(tenant_id)
+        return [(r.kind.value, r.step.value if r.step else None, r.message) for r in records]
+
+    async def api(self, tenant_id: uuid.UUID) -> N8nClient:
+        """The instance's public API with its stored (decrypted) key."""
+        row = await self.row(tenant_id)
+        key = InstanceSecretBox(self.keyring).open(row, SecretField.API_KEY)
+        assert key is not None and row.url is not None
+        return N8nClient(row.url, self.http, api_key=key.reveal())
+
+    async def workflows(self, tenant_id: uuid.UUID) -> list[tuple[str, bool]]:
+        listed = await (await self.api(tenant_id)).all_workflows()
+        return sorted((str(w["name"]), bool(w["active"])) for w in listed)
+
+    async def instances_of(self, tenant_id: uuid.UUID) -> list[str]:
+        return [
+            h.instance_id
+            for h in await self.runtime.list_managed()
+            if h.labels.get(TENANT_LABEL) == str(tenant_id)
+        ]
+
+    async def cleanup(self) -> None:
+        for handle in await self.runtime.list_managed():
+            await self.runtime.remove(handle)
+        # Rows must go before their tenants can (ON DELETE RESTRICT); other modules'
+        # reconcilers must not find rows whose instances lived in this module's data dir.
+        await self.owner.execute(
+            "DELETE FROM n8n_instances WHERE tenant_id = ANY($1::uuid[])", self.tenants
+        )
+
+
+@contextlib.asynccontextmanager
+async def lifecycle_env(
+    services: Services,
+    runtime: ProcessRuntime,
+    http: httpx.AsyncClient,
+    owner: asyncpg.Connection,
+    settings: Settings,
+) -> AsyncIterator[LifecycleEnv]:
+    keys = fresh_keys()
+    env = LifecycleEnv(
+        db=services.db,
+        redis=services.redis,
+        runtime=runtime,
+        http=http,
+        keyring=Keyring.parse(keys),
+        owner=owner,
+        settings=settings,
+        keys=keys,
+    )
+    try:
+        yield env
+    finally:
+        await env.cleanup()

@@ -1,0 +1,190 @@
+"""arq jobs for the instance lifecycle: ids in, a small summary out, one job per operation.
+
+Job ids are deterministic (``provision:<tenant>``, ``upgrade:<tenant>:<version>``...): arq
+refuses a job whose id is queued or running, so enqueueing the same operation twice runs
+it once. Results are not kept (``keep_result=0``), so the same operation can be enqueued
+again once it finished. Each job converges under the tenant's lock; an error that may pass
+(lock busy, n8n or the database unreachable, the row changed meanwhile) retries with
+exponential back-off, anything else fails the job (the row says FAILED and why).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from arq import ArqRedis, Retry
+from arq.jobs import Job
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from zixly.errors import UnavailableError
+from zixly.provisioning.errors import InstanceNotFoundError, N8nUnavailableError, RuntimeFailure
+from zixly.provisioning.instances import ConcurrentChangeError, InstanceRow
+from zixly.provisioning.lifecycle import (
+    HealthCheckError,
+    InstanceBusyError,
+    InstanceLifecycle,
+    Operation,
+    template_sources,
+)
+from zixly.provisioning.reconciler import Reconciler
+
+MAX_TRIES = 6
+MAX_BACKOFF_SECONDS = 300
+JOB_TIMEOUT_SECONDS = 900  # provisioning waits up to the ready timeout, twice for an upgrade
+
+JobResult = dict[str, Any]
+
+
+def backoff(job_try: int) -> int:
+    """Seconds before try ``job_try + 1``: 5, 10, 20, 40... capped at five minutes."""
+    return int(min(MAX_BACKOFF_SECONDS, 5 * 2 ** max(0, job_try - 1)))
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, InstanceNotFoundError):
+        return False
+    return isinstance(
+        exc,
+        (
+            InstanceBusyError,
+            ConcurrentChangeError,
+            N8nUnavailableError,
+            HealthCheckError,
+            UnavailableError,
+            RuntimeFailure,
+            RedisError,
+            OperationalError,
+            ConnectionError,
+            TimeoutError,
+        ),
+    ) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+def job_id(operation: Operation, tenant_id: uuid.UUID | str, *parts: str) -> str:
+    return ":".join((operation.value, str(tenant_id), *parts))
+
+
+def templates_digest(templates: Sequence[Any]) -> str:
+    """Identifies a template list in a job id (same list: same job)."""
+    canonical = json.dumps(list(templates), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def summary(row: InstanceRow) -> JobResult:
+    return {
+        "tenant_id": str(row.tenant_id),
+        "desired_state": row.desired_state.value,
+        "actual_state": row.actual_state.value,
+        "step": row.step.value if row.step else None,
+        "version": row.version,
+        "last_error": row.last_error,
+    }
+
+
+async def _run(ctx: dict[str, Any], call: Callable[[], Awaitable[InstanceRow]]) -> JobResult:
+    job_try = int(ctx.get("job_try") or 1)
+    try:
+        return summary(await call())
+    except Exception as exc:
+        if is_transient(exc) and job_try < MAX_TRIES:
+            raise Retry(defer=backoff(job_try)) from exc
+        raise
+
+
+def _lifecycle(ctx: dict[str, Any]) -> InstanceLifecycle:
+    lifecycle: InstanceLifecycle = ctx["lifecycle"]
+    return lifecycle
+
+
+# --- the jobs (arq names them by function name) ---------------------------------------------
+
+
+async def provision_instance(
+    ctx: dict[str, Any],
+    tenant_id: str,
+    version: str | None = None,
+    templates: list[Any] | None = None,
+) -> JobResult:
+    lifecycle, tenant = _lifecycle(ctx), uuid.UUID(tenant_id)
+    return await _run(
+        ctx, lambda: lifecycle.provision(tenant, version=version, templates=templates)
+    )
+
+
+async def start_instance(ctx: dict[str, Any], tenant_id: str) -> JobResult:
+    return await _run(ctx, lambda: _lifecycle(ctx).start(uuid.UUID(tenant_id)))
+
+
+async def stop_instance(ctx: dict[str, Any], tenant_id: str) -> JobResult:
+    return await _run(ctx, lambda: _lifecycle(ctx).stop(uuid.UUID(tenant_id)))
+
+
+async def restart_instance(ctx: dict[str, Any], tenant_id: str) -> JobResult:
+    return await _run(ctx, lambda: _lifecycle(ctx).restart(uuid.UUID(tenant_id)))
+
+
+async def suspend_instance(ctx: dict[str, Any], tenant_id: str) -> JobResult:
+    return await _run(ctx, lambda: _lifecycle(ctx).suspend(uuid.UUID(tenant_id)))
+
+
+async def resume_instance(ctx: dict[str, Any], tenant_id: str) -> JobResult:
+    return await _run(ctx, lambda: _lifecycle(ctx).resume(uuid.UUID(tenant_id)))
+
+
+async def upgrade_instance(ctx: dict[str, Any], tenant_id: str, version: str) -> JobResult:
+    return await _run(ctx, lambda: _lifecycle(ctx).upgrade(uuid.UUID(tenant_id), version))
+
+
+async def deploy_instance_templates(
+    ctx: dict[str, Any], tenant_id: str, templates: list[Any]
+) -> JobResult:
+    return await _run(
+        ctx, lambda: _lifecycle(ctx).deploy_templates(uuid.UUID(tenant_id), templates)
+    )
+
+
+async def deprovision_instance(ctx: dict[str, Any], tenant_id: str) -> JobResult:
+    return await _run(ctx, lambda: _lifecycle(ctx).deprovision(uuid.UUID(tenant_id)))
+
+
+async def reconcile_instances(ctx: dict[str, Any]) -> dict[str, Any]:
+    reconciler: Reconciler = ctx["reconciler"]
+    return (await reconciler.run()).as_dict()
+
+
+JOBS: dict[Operation, Callable[..., Awaitable[JobResult]]] = {
+    Operation.PROVISION: provision_instance,
+    Operation.START: start_instance,
+    Operation.STOP: stop_instance,
+    Operation.RESTART: restart_instance,
+    Operation.SUSPEND: suspend_instance,
+    Operation.RESUME: resume_instance,
+    Operation.UPGRADE: upgrade_instance,
+    Operation.DEPLOY_TEMPLATES: deploy_instance_templates,
+    Operation.DEPROVISION: deprovision_instance,
+}
+
+
+async def enqueue(
+    pool: ArqRedis, operation: Operation, tenant_id: uuid.UUID, **kwargs: Any
+) -> Job | None:
+    """Enqueue ``operation`` for a tenant (after the request's commit). None: the same
+    operation is already queued or running, so nothing new was queued."""
+    if kwargs.get("templates") is not None:  # checked now; paths travel as absolute text
+        kwargs["templates"] = template_sources(kwargs["templates"])
+    parts: list[str] = []
+    if operation is Operation.UPGRADE:
+        parts.append(str(kwargs["version"]))
+    if operation is Operation.DEPLOY_TEMPLATES:
+        parts.append(templates_digest(kwargs["templates"]))
+    return await pool.enqueue_job(
+        JOBS[operation].__name__,
+        str(tenant_id),
+        _job_id=job_id(operation, tenant_id, *parts),
+        **kwargs,
+    )

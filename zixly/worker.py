@@ -1,0 +1,199 @@
+"""The arq worker: instance lifecycle jobs and the reconciler, every minute.
+
+Run it with ``zixly worker`` (which starts the embedded PostgreSQL and Redis when no URL is
+configured, and hands their URLs over in the worker's ``ctx``). Jobs and results travel as
+JSON, not pickle: a job carries ids and plain values only, and nothing in Redis can make
+the worker run code.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from arq import cron, func
+from arq.connections import RedisSettings
+
+from zixly.crypto import Keyring
+from zixly.db.session import Database, create_engine
+from zixly.errors import ZixlyError
+from zixly.logging import configure_logging, get_logger
+from zixly.provisioning import jobs
+from zixly.provisioning.lifecycle import InstanceLifecycle
+from zixly.provisioning.process_runtime import ProcessRuntime
+from zixly.provisioning.reconciler import Reconciler
+from zixly.provisioning.runtime import InstanceRuntime
+from zixly.settings import Settings, get_settings
+
+log = get_logger("zixly.worker")
+RECONCILE_TIMEOUT_SECONDS = 600
+
+
+def serialize(value: Any) -> bytes:
+    return json.dumps(value, default=_json_default, separators=(",", ":")).encode()
+
+
+def deserialize(data: bytes) -> Any:
+    return json.loads(data)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, BaseException):  # a failed job's result: type and safe message only
+        message = value.message if isinstance(value, ZixlyError) else ""
+        return {"error": type(value).__name__, "message": message}
+    if isinstance(value, datetime | uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def build_runtime(settings: Settings) -> InstanceRuntime:
+    if settings.n8n_runtime == "docker":
+        from zixly.provisioning.docker_runtime import DockerRuntime
+        from zixly.provisioning.podman import docker_client
+
+        # The engine from DOCKER_HOST (Docker, or Podman's API socket), else the local
+        # Podman API service (`zixly podman start`).
+        return DockerRuntime(docker_client())
+    return ProcessRuntime(settings.data_dir)
+
+
+def build_lifecycle(
+    settings: Settings,
+    db: Database,
+    redis: Any,
+    http: httpx.AsyncClient,
+    *,
+    runtime: InstanceRuntime | None = None,
+) -> InstanceLifecycle:
+    return InstanceLifecycle(
+        db,
+        redis,
+        runtime or build_runtime(settings),
+        Keyring.from_settings(settings),
+        http,
+        version=settings.n8n_version,
+        ready_timeout=settings.n8n_ready_timeout_seconds,
+    )
+
+
+def build_reconciler(settings: Settings, lifecycle: InstanceLifecycle) -> Reconciler:
+    return Reconciler(
+        lifecycle, retry_failed_after=timedelta(seconds=settings.reconcile_retry_failed_seconds)
+    )
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    """Build what the jobs use; ``ctx`` may carry ``settings``, ``database_url`` and a
+    ready ``runtime``."""
+    settings: Settings = ctx.setdefault("settings", get_settings())
+    database_url = ctx.get("database_url") or settings.database_url
+    if not database_url:
+        raise ZixlyError("the worker needs a database URL (run it with `zixly worker`)")
+    db = Database(create_engine(database_url, settings), settings)
+    http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
+    lifecycle = build_lifecycle(settings, db, ctx["redis"], http, runtime=ctx.get("runtime"))
+    ctx.update(
+        db=db,
+        http=http,
+        lifecycle=lifecycle,
+        reconciler=build_reconciler(settings, lifecycle),
+    )
+    log.info("worker.started", runtime=lifecycle.runtime.name)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    http: httpx.AsyncClient | None = ctx.get("http")
+    if http is not None:
+        await http.aclose()
+    db: Database | None = ctx.get("db")
+    if db is not None:
+        await db.dispose()
+
+
+def _job(coroutine: Any) -> Any:
+    return func(
+        coroutine,
+        timeout=jobs.JOB_TIMEOUT_SECONDS,
+        keep_result=0,
+        max_tries=jobs.MAX_TRIES,
+    )
+
+
+class WorkerSettings:
+    functions = [_job(job) for job in jobs.JOBS.values()]
+    cron_jobs = [
+        cron(
+            jobs.reconcile_instances,
+            name="reconcile_instances",
+            second=0,  # every minute
+            unique=True,
+            timeout=RECONCILE_TIMEOUT_SECONDS,
+            keep_result=0,
+            max_tries=1,
+        )
+    ]
+    job_serializer = staticmethod(serialize)
+    job_deserializer = staticmethod(deserialize)
+    on_startup = staticmethod(startup)
+    on_shutdown = staticmethod(shutdown)
+    max_jobs = 8
+    job_timeout = jobs.JOB_TIMEOUT_SECONDS
+    keep_result = 0
+
+
+def run_worker(settings: Settings) -> int:
+    """``zixly worker``: the embedded services if not configured, then arq until a signal."""
+    import asyncio
+
+    from arq.worker import create_worker
+
+    from zixly.devserver import running_stack
+
+    configure_logging(settings.log_level, settings.log_json)
+
+    async def main() -> None:
+        async with running_stack(settings) as endpoints:
+            worker = create_worker(
+                WorkerSettings,  # type: ignore[arg-type]
+                redis_settings=RedisSettings.from_dsn(endpoints.redis_url),
+                ctx={"settings": settings, "database_url": endpoints.database_url},
+            )
+            try:
+                await worker.async_run()
+            except asyncio.CancelledError:
+                pass  # SIGINT/SIGTERM: arq cancels its main task to stop
+            finally:
+                await worker.close()
+
+    asyncio.run(main())
+    return 0
+
+
+def reconcile_once(settings: Settings, only: list[uuid.UUID] | None = None) -> dict[str, Any]:
+    """``zixly reconcile``: one reconciler pass without a worker; returns its report."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from zixly.devserver import running_stack
+
+    configure_logging(settings.log_level, settings.log_json)
+
+    async def main() -> dict[str, Any]:
+        async with running_stack(settings) as endpoints:
+            db = Database(create_engine(endpoints.database_url, settings), settings)
+            redis = Redis.from_url(endpoints.redis_url)
+            http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
+            try:
+                lifecycle = build_lifecycle(settings, db, redis, http)
+                report = await build_reconciler(settings, lifecycle).run(only=only)
+                return report.as_dict()
+            finally:
+                await http.aclose()
+                await redis.aclose()
+                await db.dispose()
+
+    return asyncio.run(main())
