@@ -429,7 +429,7 @@ async def test_deprovision_exports_the_workflows_then_removes_the_instance(
     )
     assert [e["reason"] for e in exports] == ["DEPROVISION"]
     bundle = json.loads(exports[0]["bundle"])
-    assert bundle["format"] == "zixly.n8n-workflows/v1" and bundle["n8n_version"] == ALIAS
+    assert bundle["format"] == "zixly.n8n-bundle" and bundle["n8nVersion"] == ALIAS
     exported = {str(w["id"]): w for w in bundle["workflows"]}
     assert exported.keys() == live.keys()
     for workflow_id, workflow in exported.items():

@@ -63,6 +63,7 @@ from zixly.db.session import Database, Scope
 from zixly.errors import ConflictError, NotFoundError, ValidationError, ZixlyError
 from zixly.logging import get_logger, redact_text
 from zixly.provisioning.bootstrap import BootstrapResult, bootstrap_instance
+from zixly.provisioning.bundles import envelope, export_bundle
 from zixly.provisioning.distributions import check_version
 from zixly.provisioning.errors import InstallError, N8nUnavailableError
 from zixly.provisioning.instances import (
@@ -90,7 +91,6 @@ from zixly.provisioning.secrets import InstanceSecretBox, SecretField
 log = get_logger("zixly.provisioning.lifecycle")
 STAFF = Scope(tenant_id=None, staff=True)
 ENCRYPTION_KEY_ENV = "N8N_ENCRYPTION_KEY"
-EXPORT_FORMAT = "zixly.n8n-workflows/v1"
 _ERROR_LIMIT = 500
 
 Template = str | Path | Mapping[str, Any]
@@ -740,23 +740,15 @@ class InstanceLifecycle:
     async def _export(
         self, row: InstanceRow, handle: InstanceHandle | None
     ) -> tuple[InstanceRow, dict[str, Any]]:
-        """Every workflow as n8n's public API returns it (importable by n8n)."""
-        workflows: list[dict[str, Any]] = []
+        """Every workflow, as the bundle n8n's own import takes (zixly.provisioning.bundles)."""
         api_key = self.secrets.open(row, SecretField.API_KEY)
-        if handle is not None and api_key is not None:
-            row, status = await self._start(row, handle)
-            row = await self._healthy(row, handle, status)
-            assert row.url is not None
-            api = N8nClient(row.url, self.http, api_key=api_key.reveal())
-            for listed in await api.all_workflows():
-                workflows.append(await api.get_workflow(str(listed["id"])))
-        bundle = {
-            "format": EXPORT_FORMAT,
-            "exported_at": _now().isoformat(),
-            "n8n_version": row.version,
-            "workflows": workflows,
-        }
-        return row, bundle
+        if handle is None or api_key is None:
+            return row, envelope([], n8n_version=row.version)
+        row, status = await self._start(row, handle)
+        row = await self._healthy(row, handle, status)
+        assert row.url is not None
+        api = N8nClient(row.url, self.http, api_key=api_key.reveal())
+        return row, await export_bundle(api, n8n_version=row.version)
 
     # --- recording ---------------------------------------------------------------------------
     async def _step(

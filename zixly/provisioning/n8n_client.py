@@ -200,6 +200,30 @@ class N8nClient:
     async def delete_workflow(self, workflow_id: str) -> None:
         await self._request("DELETE", f"/api/v1/workflows/{workflow_id}")
 
+    # --- tags (public API) ----------------------------------------------------------------------
+    async def all_tags(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"limit": 100}
+        while True:
+            page = _page(await self._request("GET", "/api/v1/tags", params=params))
+            items.extend(page.items)
+            if not page.next_cursor:
+                return items
+            params["cursor"] = page.next_cursor
+
+    async def create_tag(self, name: str) -> dict[str, Any]:
+        """Raises ``N8nRejectedError`` (409) when a tag of that name exists already."""
+        return _object(await self._request("POST", "/api/v1/tags", json={"name": name}))
+
+    async def set_workflow_tags(
+        self, workflow_id: str, tag_ids: Iterable[str]
+    ) -> list[dict[str, Any]]:
+        """Replace the workflow's tags; returns them as n8n now has them."""
+        body = [{"id": tag_id} for tag_id in tag_ids]
+        path = f"/api/v1/workflows/{workflow_id}/tags"
+        tags = _json(await self._request("PUT", path, json=body))
+        return [tag for tag in tags if isinstance(tag, dict)] if isinstance(tags, list) else []
+
     # --- credentials (public API; n8n has no update: create new, re-point, delete old) ---------
     async def create_credential(
         self, name: str, credential_type: str, data: Mapping[str, Any]
