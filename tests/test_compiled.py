@@ -741,16 +741,383 @@ async def test_node_values_do_not_depend_on_the_session_date_style_or_time_zone(
         f"{{ financials(range: {dates}) {{ edges {{ cursor node {{ id recordDate }} }} }} }}",
         f"{{ customMetrics(range: {dates}) {{ edges {{ cursor node {{ recordDate }} }} }} }}",
         "{ clients { edges { cursor node { createdAt updatedAt } } } }",
+        f"{{ financialSummary(range: {dates}, granularity: DAY) {{ periodStart periodEnd }} }}",
     ):
         plan = planner.plan(query)
         assert plan is not None
         arguments = plan.arguments(schema, None)
         assert arguments is not None
-        statement = plan.select((await plan.source.bind(ctx, arguments)).statement)
+        bound = await plan.source.bind(ctx, arguments)
+        statement = plan.select(bound)
         answers = []
         for style, zone in (("ISO, MDY", "UTC"), ("SQL, DMY", "Australia/Sydney")):
             async with services.db.transaction(principal.scope) as session:
                 await session.execute(text(f"SET LOCAL datestyle = '{style}'"))
                 await session.execute(text(f"SET LOCAL timezone = '{zone}'"))
-                answers.append([tuple(row) for row in (await session.execute(statement)).all()])
+                rows = (await session.execute(statement, bound.params)).all()
+                answers.append([tuple(row) for row in rows])
         assert answers[0] == answers[1] and len(answers[0]) >= 3
+
+
+# --- financialSummary: a plain list -----------------------------------------------------
+
+SUMMARY_FIELDS = ("periodStart", "periodEnd", "revenue", "expenses", "netProfit", "cashFlow")
+SUMMARY_ALL = " ".join((*SUMMARY_FIELDS, "recordCount"))
+SUMMARY = (
+    "query($r: DateRangeInput!, $g: Granularity!, $c: ID) {"
+    f" financialSummary(range: $r, granularity: $g, clientId: $c) {{ {SUMMARY_ALL} }} }}"
+)
+MONEY = ("revenue", "expenses", "net_profit", "cash_flow")
+GRANULARITIES = ("DAY", "WEEK", "MONTH", "QUARTER", "YEAR")
+
+
+@dataclass(frozen=True)
+class Record:
+    client_id: uuid.UUID
+    day: dt.date
+    money: tuple[Decimal, Decimal, Decimal, Decimal]  # as MONEY
+
+
+@dataclass
+class Summarised:
+    tenant: TenantFixture
+    other: TenantFixture
+    headers: dict[str, str]
+    records: list[Record]  # the tenant's
+
+
+def _summary_records(tenant: TenantFixture, seed: int) -> list[Record]:
+    """Client 0 every 5 days from 2023-11-20 (a second source every third time), client 1
+    every 9 days from 2023-11-22: months, quarters and a year boundary; values of every
+    sign, zeros, and sums beyond numeric(14, 2)."""
+    records = []
+    for client, first, step, count in (
+        (0, dt.date(2023, 11, 20), 5, 30),
+        (1, dt.date(2023, 11, 22), 9, 16),
+    ):
+        for n in range(count):
+            k = seed + n * 7 + client
+            day = first + dt.timedelta(days=step * n)
+            for source in range(2 if client == 0 and n % 3 == 0 else 1):
+                big = (
+                    Decimal("999999999999.99")
+                    if n % 4 == 0
+                    else Decimal(f"{k}.{(k * 3) % 100:02d}")
+                )
+                records.append(
+                    Record(
+                        tenant.client_ids[client],
+                        day,
+                        (
+                            Decimal(f"{k * 131 % 9000}.{k % 100:02d}"),
+                            Decimal("0.00") if k % 5 == 0 else Decimal(f"{k % 700}.{source}0"),
+                            Decimal(f"-{k % 300}.05") if k % 2 else Decimal(f"{k % 50}.10"),
+                            -big if source else big,
+                        ),
+                    )
+                )
+    return records
+
+
+async def _insert_records(
+    owner: asyncpg.Connection, tenant: TenantFixture, records: list[Record]
+) -> None:
+    seen: set[tuple[uuid.UUID, dt.date]] = set()
+    rows = []
+    for record in records:
+        source = "xero" if (record.client_id, record.day) in seen else "manual"
+        seen.add((record.client_id, record.day))
+        rows.append((tenant.id, record.client_id, record.day, *record.money, source))
+    await owner.executemany(
+        "INSERT INTO financials (tenant_id, client_kpi_id, record_date, revenue, expenses, "
+        "net_profit, cash_flow, source_system) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        rows,
+    )
+
+
+@pytest.fixture
+async def summarised(world: World, owner: asyncpg.Connection) -> Summarised:
+    tenant = await world.tenant("sum", clients=2)
+    other = await world.tenant("sum-other", clients=2)
+    records = _summary_records(tenant, seed=3)
+    await _insert_records(owner, tenant, records)
+    await _insert_records(owner, other, _summary_records(other, seed=400))
+    return Summarised(tenant, other, world.headers(tenant.viewer), records)
+
+
+def _period_start(day: dt.date, granularity: str) -> dt.date:
+    if granularity == "DAY":
+        return day
+    if granularity == "WEEK":
+        return day - dt.timedelta(days=day.weekday())
+    if granularity == "MONTH":
+        return day.replace(day=1)
+    if granularity == "QUARTER":
+        return day.replace(month=(day.month - 1) // 3 * 3 + 1, day=1)
+    return day.replace(month=1, day=1)
+
+
+def _next_period(start: dt.date, granularity: str) -> dt.date:
+    if granularity in ("DAY", "WEEK"):
+        return start + dt.timedelta(days=1 if granularity == "DAY" else 7)
+    months = start.year * 12 + start.month - 1 + {"MONTH": 1, "QUARTER": 3, "YEAR": 12}[granularity]
+    return dt.date(months // 12, months % 12 + 1, 1)
+
+
+def _expected_summary(
+    records: list[Record], start: dt.date, end: dt.date, granularity: str, client: uuid.UUID | None
+) -> list[dict[str, Any]]:
+    """Every period overlapping the range, clipped to it, with its records' sums."""
+    periods = []
+    period = _period_start(start, granularity)
+    while period <= end:
+        following = _next_period(period, granularity)
+        first, last = max(period, start), min(following - dt.timedelta(days=1), end)
+        inside = [r for r in records if first <= r.day <= last and client in (None, r.client_id)]
+        sums = [sum((r.money[i] for r in inside), Decimal("0.00")) for i in range(4)]
+        periods.append(
+            {
+                "periodStart": first.isoformat(),
+                "periodEnd": last.isoformat(),
+                **{
+                    field: str(total) for field, total in zip(SUMMARY_FIELDS[2:], sums, strict=True)
+                },
+                "recordCount": len(inside),
+            }
+        )
+        period = following
+    return periods
+
+
+SUMMARY_RANGES = {
+    # Edges in the middle of a week, a month and a quarter; across a year's end.
+    "mid-periods": ("2023-12-13", "2024-02-20"),
+    "all-data": ("2023-10-15", "2024-05-03"),
+    "one-day": ("2024-01-09", "2024-01-09"),
+    "no-data": ("2022-06-01", "2022-08-15"),
+}
+
+
+@pytest.mark.parametrize("client_filter", [None, 0], ids=["all-clients", "client-0"])
+@pytest.mark.parametrize("span", list(SUMMARY_RANGES))
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+async def test_financial_summary_matches_strawberry_and_the_records(
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    summarised: Summarised,
+    granularity: str,
+    span: str,
+    client_filter: int | None,
+) -> None:
+    start, end = SUMMARY_RANGES[span]
+    client_id = None if client_filter is None else summarised.tenant.client_ids[client_filter]
+    variables = {
+        "r": {"start": start, "end": end},
+        "g": granularity,
+        "c": None if client_id is None else str(client_id),
+    }
+    data = await _same(client, monkeypatch, SUMMARY, variables, summarised.headers)
+    expected = _expected_summary(
+        summarised.records,
+        dt.date.fromisoformat(start),
+        dt.date.fromisoformat(end),
+        granularity,
+        client_id,
+    )
+    assert data == {"financialSummary": expected}
+    counts = sum(period["recordCount"] for period in expected)
+    assert (counts > 0) == (span != "no-data")
+
+
+async def test_financial_summary_of_another_tenants_client_is_zeros(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, summarised: Summarised
+) -> None:
+    variables = {
+        "r": {"start": "2023-11-01", "end": "2024-01-31"},
+        "g": "MONTH",
+        "c": str(summarised.other.client_ids[0]),
+    }
+    data = await _same(client, monkeypatch, SUMMARY, variables, summarised.headers)
+    zero = {"revenue": "0.00", "expenses": "0.00", "netProfit": "0.00", "cashFlow": "0.00"}
+    assert data["financialSummary"] == [
+        {"periodStart": s, "periodEnd": e, **zero, "recordCount": 0}
+        for s, e in (
+            ("2023-11-01", "2023-11-30"),
+            ("2023-12-01", "2023-12-31"),
+            ("2024-01-01", "2024-01-31"),
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        pytest.param(
+            '{ financialSummary(range: {start: "2023-12-13", end: "2024-02-20"}) { revenue } }',
+            None,
+            id="default-granularity-literals",
+        ),
+        pytest.param(
+            "query($r: DateRangeInput!) { financialSummary(range: $r, granularity: WEEK) {"
+            " recordCount periodEnd cashFlow } }",
+            {"r": {"start": "2023-12-13", "end": "2024-01-20"}},
+            id="subset-in-another-order",
+        ),
+        pytest.param(
+            "query S($r: DateRangeInput!, $g: Granularity! = QUARTER) { __typename"
+            " s: financialSummary(range: $r, granularity: $g) { __typename from: periodStart"
+            " to: periodEnd n: recordCount money: revenue again: revenue } }",
+            {"r": {"start": "2023-12-13", "end": "2024-04-20"}},
+            id="aliases-typename-variable-default",
+        ),
+        pytest.param(
+            "query($r: DateRangeInput!) { financialSummary(range: $r) { revenue }"
+            " financialSummary(range: $r) { expenses revenue __typename } }",
+            {"r": {"start": "2023-12-13", "end": "2024-02-20"}},
+            id="repeated-fields-merge",
+        ),
+        pytest.param(
+            "query($r: DateRangeInput!) { financialSummary(range: $r, granularity: YEAR) {"
+            " __typename } }",
+            {"r": {"start": "2023-12-13", "end": "2024-02-20"}},
+            id="typename-only",
+        ),
+    ],
+)
+async def test_financial_summary_shapes_match_strawberry(
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    summarised: Summarised,
+    query: str,
+    variables: dict[str, Any] | None,
+) -> None:
+    data = await _same(client, monkeypatch, query, variables, summarised.headers)
+    (periods,) = [value for value in data.values() if isinstance(value, list)]
+    assert len(periods) >= 2
+
+
+async def test_financial_summary_aliases_and_order_exactly(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, summarised: Summarised
+) -> None:
+    query = (
+        "query($r: DateRangeInput!) { __typename q: financialSummary(range: $r,"
+        " granularity: QUARTER) { n: recordCount __typename from: periodStart r: revenue } }"
+    )
+    r = {"start": "2023-12-13", "end": "2024-04-20"}
+    data = await _same(client, monkeypatch, query, {"r": r}, summarised.headers)
+    expected = _expected_summary(
+        summarised.records, dt.date(2023, 12, 13), dt.date(2024, 4, 20), "QUARTER", None
+    )
+    assert [list(period) for period in data["q"]] == [["n", "__typename", "from", "r"]] * 3
+    assert data == {
+        "__typename": "Query",
+        "q": [
+            {
+                "n": period["recordCount"],
+                "__typename": "FinancialPeriod",
+                "from": period["periodStart"],
+                "r": period["revenue"],
+            }
+            for period in expected
+        ],
+    }
+    assert [period["from"] for period in data["q"]] == ["2023-12-13", "2024-01-01", "2024-04-01"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param(
+            "query($r: DateRangeInput!) { financialSummary(range: $r) { ...P } }"
+            " fragment P on FinancialPeriod { revenue }",
+            id="fragment",
+        ),
+        pytest.param(
+            "query($r: DateRangeInput!) { financialSummary(range: $r) {"
+            " ... on FinancialPeriod { revenue } } }",
+            id="inline-fragment",
+        ),
+        pytest.param(
+            "query($r: DateRangeInput!) { financialSummary(range: $r) {"
+            " revenue expenses @skip(if: true) } }",
+            id="skip-directive",
+        ),
+        pytest.param(
+            "query($r: DateRangeInput!) { a: financialSummary(range: $r) { revenue }"
+            " b: financialSummary(range: $r, granularity: DAY) { revenue } }",
+            id="same-list-twice",
+        ),
+        pytest.param(
+            "query($r: DateRangeInput!) { financialSummary(range: $r) { revenue }"
+            " financials(range: $r) { nodes { id } } }",
+            id="with-a-connection",
+        ),
+        pytest.param(
+            "query($r: DateRangeInput!) { cashFlow(range: $r) { cashBalance } }",
+            id="not-a-source",
+        ),
+    ],
+)
+async def test_unsupported_financial_summary_shapes_are_served_by_strawberry(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, summarised: Summarised, query: str
+) -> None:
+    variables = {"r": {"start": "2023-12-13", "end": "2024-02-20"}}
+    fast, outcome, slow = await _both(client, monkeypatch, query, variables, summarised.headers)
+    assert outcome == "fallback"
+    assert (fast.status_code, fast.json()) == (slow.status_code, slow.json())
+    assert "errors" not in fast.json()
+
+
+@pytest.mark.parametrize(
+    ("variables", "code"),
+    [
+        pytest.param(
+            {"r": {"start": "2024-02-20", "end": "2023-12-13"}, "g": "DAY"},
+            "VALIDATION_ERROR",
+            id="reversed-range",
+        ),
+        pytest.param(
+            {"r": {"start": "2020-01-01", "end": "2024-03-01"}, "g": "YEAR"},
+            "VALIDATION_ERROR",
+            id="range-too-long",
+        ),
+        pytest.param(
+            {"r": {"start": "2024-01-01", "end": "2024-02-01"}, "g": "DAY", "c": "nope"},
+            "VALIDATION_ERROR",
+            id="bad-client-id",
+        ),
+        pytest.param(
+            {"r": {"start": "2024-01-01", "end": "2024-02-01"}, "g": "HOUR"},
+            None,
+            id="unknown-granularity",
+        ),
+        pytest.param(
+            {"r": {"start": "2024-01-01", "end": "2024-02-01"}, "g": None},
+            None,
+            id="null-granularity",
+        ),
+    ],
+)
+async def test_financial_summary_argument_errors_are_strawberrys(
+    client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    summarised: Summarised,
+    variables: dict[str, Any],
+    code: str | None,
+) -> None:
+    fast, outcome, slow = await _both(client, monkeypatch, SUMMARY, variables, summarised.headers)
+    assert outcome == "fallback"
+    assert (fast.status_code, fast.json()) == (slow.status_code, slow.json())
+    (error,) = fast.json()["errors"]
+    assert (error.get("extensions") or {}).get("code") == code
+
+
+async def test_financial_summary_without_a_tenant_role_is_strawberrys_error(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, world: World
+) -> None:
+    staff = await world.staff()
+    variables = {"r": {"start": "2024-01-01", "end": "2024-02-01"}, "g": "MONTH"}
+    fast, outcome, slow = await _both(client, monkeypatch, SUMMARY, variables, world.headers(staff))
+    assert outcome == "fallback"
+    assert fast.json() == slow.json()
+    assert fast.json()["errors"][0]["extensions"]["code"] == "FORBIDDEN"

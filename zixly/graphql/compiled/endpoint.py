@@ -24,7 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from zixly.errors import ZixlyError
 from zixly.graphql.compiled.planner import Plan, Planner
-from zixly.graphql.compiled.render import PageData, render
+from zixly.graphql.compiled.render import render
 from zixly.graphql.context import build_context
 from zixly.graphql.view import ANONYMOUS, ZixlyGraphQL
 from zixly.http.metrics import GRAPHQL_LATENCY, REGISTRY, operation_label
@@ -100,25 +100,17 @@ class CompiledGraphQL:
             state.get("request_id", ""),
             uow=state.get("uow"),
         )
-        page_query = await plan.source.bind(ctx, arguments)
-        statement = plan.select(page_query.statement)
+        bound = await plan.source.bind(ctx, arguments)
         try:
             async with ctx.session() as session:
-                rows = (await session.execute(statement)).all()
+                rows = (await session.execute(plan.select(bound), bound.params)).all()
             # As the request boundary does; before rendering, to free the connection sooner.
             await ctx.uow.finish(commit=True)
         except Exception:
             # A failed statement aborts the transaction: Strawberry gets a fresh one.
             await ctx.uow.finish(commit=False)
             raise
-        first = page_query.first
-        tenant, listing, codec = ctx.principal.tenant_id, plan.source.listing, ctx.services.cursors
-        page = PageData(
-            rows[:first],
-            has_next=len(rows) > first,
-            key_offset=len(plan.columns),
-            encode=lambda keys: codec.encode(tenant, listing, keys),
-        )
+        page = plan.source.page(ctx, bound, rows)
         return plan, ('{"data":' + render(plan.data, page) + "}").encode()
 
 

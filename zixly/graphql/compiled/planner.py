@@ -1,12 +1,13 @@
 """Recognising the operations the compiled path answers, and planning them.
 
 An operation qualifies when it is the document's only definition, a query without
-directives, whose root selects one listing of ``SOURCES`` (plus any ``__typename``), and
-whose selections below it are only fields (aliases allowed; no fragments, no directives)
-among ``edges { cursor node { ... } }``, ``nodes { ... }``, ``pageInfo { ... }`` and
-``__typename``, with node fields the source maps to SQL, and every field it reads plain
-(no permission classes, field extensions or directives: nothing the compiled path would
-skip). Anything else plans to ``None`` and is served by Strawberry.
+directives, whose root selects one field of ``SOURCES`` (plus any ``__typename``), and
+whose selections below it are only fields (aliases allowed; no fragments, no directives):
+below a connection, among ``edges { cursor node { ... } }``, ``nodes { ... }``,
+``pageInfo { ... }`` and ``__typename``; below a list, its items' fields. The fields of a
+node or item must be ones the source maps to SQL (or ``__typename``), and every field the
+operation reads plain (no permission classes, field extensions or directives: nothing the
+compiled path would skip). Anything else plans to ``None`` and is served by Strawberry.
 
 The document is parsed and validated first exactly as the schema's extensions do it
 (token limit; graphql-core's rules with the same depth and alias limits; Strawberry's
@@ -15,11 +16,12 @@ own rules), so a document the slow path rejects is never answered here.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from json.encoder import encode_basestring_ascii as json_string
-from typing import Any, cast
+from typing import Any
 
 from graphql import (
     FieldNode,
@@ -33,7 +35,9 @@ from graphql import (
     VariableDefinitionNode,
     get_argument_values,
     get_named_type,
+    get_nullable_type,
     get_variable_values,
+    is_list_type,
     parse,
     specified_rules,
 )
@@ -57,13 +61,21 @@ from zixly.graphql.compiled.render import (
     Value,
     key,
 )
-from zixly.graphql.compiled.sources import SOURCES, Source, SqlText, SqlValue
+from zixly.graphql.compiled.sources import (
+    SOURCES,
+    Bound,
+    ConnectionSource,
+    ListSource,
+    Source,
+    SqlText,
+    SqlValue,
+)
 from zixly.graphql.schema import limit_rules
 from zixly.settings import Settings
 
 TYPENAME = "__typename"
 # json_build_object takes at most 100 arguments: 50 key/value pairs.
-MAX_NODE_FIELDS = 50
+MAX_OBJECT_FIELDS = 50
 DEFINITION_BACKREF = GraphQLCoreConverter.DEFINITION_BACKREF
 
 
@@ -78,12 +90,12 @@ class Plan:
     source: Source
     field: GraphQLField
     field_node: FieldNode
-    columns: tuple[SqlText, ...]  # per node selection: its JSON object, as text
+    columns: tuple[SqlText, ...]  # per object selection: its JSON object, as text
     data: Fields  # the response's "data" object
 
-    def select(self, page: Select[Any]) -> Select[Any]:
-        """The repository's page statement, selecting the node JSON and the cursor keys."""
-        return cast("Select[Any]", page.with_only_columns(*self.columns, *self.source.keys))
+    def select(self, bound: Bound) -> Select[Any]:
+        """The statement to run instead of the repository's (with ``bound.params``)."""
+        return self.source.select(bound, self.columns)
 
     def arguments(
         self, schema: GraphQLSchema, variables: dict[str, Any] | None
@@ -151,13 +163,11 @@ class Planner:
         if source is None:
             raise Unsupported
         _check_plain(query, source.field, resolver=True)
-        builder = _Builder(source, _object_type(query, source.field))
+        shape = _shape(query, source)
         data = tuple(
             (
                 key(name),
-                _typename(query)
-                if nodes[0].name.value == TYPENAME
-                else Object(builder.connection(nodes)),
+                _typename(query) if nodes[0].name.value == TYPENAME else shape.value(nodes),
             )
             for name, nodes in root.items()
         )
@@ -167,7 +177,7 @@ class Planner:
             source=source,
             field=query.fields[source.field],
             field_node=field_nodes[0],
-            columns=builder.columns(),
+            columns=shape.objects.columns(),
             data=data,
         )
 
@@ -192,6 +202,7 @@ def _sub(nodes: list[FieldNode]) -> dict[str, list[FieldNode]]:
 
 
 def _object_type(type_: GraphQLObjectType, field: str) -> GraphQLObjectType:
+    """The object type of ``type_``'s field ``field`` (or of its items)."""
     found = get_named_type(type_.fields[field].type)
     if not isinstance(found, GraphQLObjectType):
         raise Unsupported
@@ -213,19 +224,73 @@ def _check_plain(type_: GraphQLObjectType, field: str, *, resolver: bool = False
         raise Unsupported
 
 
-class _Builder:
-    """The shape below the listing field, and the node selections it needs as columns."""
+class _Objects:
+    """The object selections of a plan (a connection's nodes, a list's items), each one
+    JSON column; equal selections share one."""
 
-    def __init__(self, source: Source, connection: GraphQLObjectType) -> None:
+    def __init__(self, source: Source, type_: GraphQLObjectType) -> None:
         self.source = source
-        self.connection_type = connection
-        self.edge = _object_type(connection, "edges")
-        self.node = _object_type(self.edge, "node")
-        self.page_info = _object_type(connection, "pageInfo")
-        self.node_selections: list[tuple[tuple[str, str], ...]] = []
+        self.type = type_
+        self.selections: list[tuple[tuple[str, str], ...]] = []
 
     def columns(self) -> tuple[SqlText, ...]:
-        return tuple(_node_json(self.source, self.node, s) for s in self.node_selections)
+        return tuple(_object_json(self.source, self.type, s) for s in self.selections)
+
+    def selection(self, nodes: list[FieldNode]) -> int:
+        """The index of this selection's JSON column."""
+        pairs: list[tuple[str, str]] = []
+        for name, sub in _sub(nodes).items():
+            field = sub[0].name.value
+            if field != TYPENAME:
+                if field not in self.source.fields:
+                    raise Unsupported  # e.g. an object field such as Client.latestFinancial
+                _check_plain(self.type, field)
+            pairs.append((name, field))
+        if len(pairs) > MAX_OBJECT_FIELDS:
+            raise Unsupported
+        selection = tuple(pairs)
+        if selection not in self.selections:
+            self.selections.append(selection)
+        return self.selections.index(selection)
+
+
+class _Shape(ABC):
+    """The shape of the response below the source's field."""
+
+    objects: _Objects
+
+    @abstractmethod
+    def value(self, nodes: list[FieldNode]) -> Value:
+        """The field's value for its (merged) selections ``nodes``."""
+
+
+def _shape(query: GraphQLObjectType, source: Source) -> _Shape:
+    if isinstance(source, ConnectionSource):
+        return _Connection(source, _object_type(query, source.field))
+    if isinstance(source, ListSource):
+        return _List(source, query)
+    raise Unsupported
+
+
+class _List(_Shape):
+    def __init__(self, source: Source, query: GraphQLObjectType) -> None:
+        if not is_list_type(get_nullable_type(query.fields[source.field].type)):
+            raise Unsupported
+        self.objects = _Objects(source, _object_type(query, source.field))
+
+    def value(self, nodes: list[FieldNode]) -> Value:
+        return Nodes(self.objects.selection(nodes))
+
+
+class _Connection(_Shape):
+    def __init__(self, source: Source, connection: GraphQLObjectType) -> None:
+        self.connection_type = connection
+        self.edge = _object_type(connection, "edges")
+        self.page_info = _object_type(connection, "pageInfo")
+        self.objects = _Objects(source, _object_type(self.edge, "node"))
+
+    def value(self, nodes: list[FieldNode]) -> Value:
+        return Object(self._connection(nodes))
 
     def _fields(
         self, type_: GraphQLObjectType, nodes: list[FieldNode]
@@ -237,7 +302,7 @@ class _Builder:
                 _check_plain(type_, field)
             yield key(name), field, sub
 
-    def connection(self, nodes: list[FieldNode]) -> Fields:
+    def _connection(self, nodes: list[FieldNode]) -> Fields:
         items: list[tuple[str, Value]] = []
         for name, field, sub in self._fields(self.connection_type, nodes):
             value: Value
@@ -246,7 +311,7 @@ class _Builder:
             elif field == "edges":
                 value = Edges(self._edge(sub))
             elif field == "nodes":
-                value = Nodes(self._node_selection(sub))
+                value = Nodes(self.objects.selection(sub))
             elif field == "pageInfo":
                 value = Object(self._page_info(sub))
             else:
@@ -263,7 +328,7 @@ class _Builder:
             elif field == "cursor":
                 value = CURSOR
             elif field == "node":
-                value = Node(self._node_selection(sub))
+                value = Node(self.objects.selection(sub))
             else:
                 raise Unsupported
             items.append((name, value))
@@ -278,23 +343,6 @@ class _Builder:
             items.append((name, value))
         return tuple(items)
 
-    def _node_selection(self, nodes: list[FieldNode]) -> int:
-        """The index of this node selection's JSON column (equal selections share one)."""
-        pairs: list[tuple[str, str]] = []
-        for name, sub in _sub(nodes).items():
-            field = sub[0].name.value
-            if field != TYPENAME:
-                if field not in self.source.fields:
-                    raise Unsupported  # e.g. an object field such as Client.latestFinancial
-                _check_plain(self.node, field)
-            pairs.append((name, field))
-        if len(pairs) > MAX_NODE_FIELDS:
-            raise Unsupported
-        selection = tuple(pairs)
-        if selection not in self.node_selections:
-            self.node_selections.append(selection)
-        return self.node_selections.index(selection)
-
 
 _PAGE_INFO: dict[str, Value] = {
     "hasNextPage": HAS_NEXT_PAGE,
@@ -308,14 +356,14 @@ def _typename(type_: GraphQLObjectType) -> Const:
     return Const(json_string(type_.name))
 
 
-def _node_json(
-    source: Source, node: GraphQLObjectType, selection: tuple[tuple[str, str], ...]
+def _object_json(
+    source: Source, type_: GraphQLObjectType, selection: tuple[tuple[str, str], ...]
 ) -> SqlText:
     """``json_build_object`` keyed by the response keys (bound parameters), as text; json,
     not jsonb, so the keys keep the selection's order."""
     arguments: list[SqlValue] = []
     for name, field in selection:
-        arguments += [_text(name), _text(node.name) if field == TYPENAME else source.fields[field]]
+        arguments += [_text(name), _text(type_.name) if field == TYPENAME else source.fields[field]]
     return sql_cast(func.json_build_object(*arguments), Text)
 
 

@@ -1,9 +1,10 @@
-"""The response of a compiled connection query, written as JSON text.
+"""The response of a compiled query, written as JSON text.
 
 A plan's shape mirrors the operation's selections (response keys in selection order);
-rendering fills it from one page of rows: each node arrives as JSON text assembled by
-PostgreSQL, cursors are encoded here (only those the selection asks for), and the rest
-is what ``relay.build_connection`` would return for the same page.
+rendering fills it from the rows of one statement: each object (a connection's node, a
+list's item) arrives as JSON text assembled by PostgreSQL, cursors are encoded here (only
+those the selection asks for), and the rest of a connection is what
+``relay.build_connection`` would return for the same page.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class Const:
 
 @dataclass(frozen=True)
 class Node:
-    """One row's node, as PostgreSQL assembled it for the selection ``index``."""
+    """One row's object, as PostgreSQL assembled it for the selection ``index``."""
 
     index: int
 
@@ -50,6 +51,8 @@ class Edges:
 
 @dataclass(frozen=True)
 class Nodes:
+    """Every row's object for the selection ``index``, as a list."""
+
     index: int
 
 
@@ -75,15 +78,15 @@ def key(response_key: str) -> str:
 
 
 class PageData:
-    """One page: each row holds the node JSON of every node selection, then the cursor
-    keys; ``encode`` turns a row's keys into its cursor."""
+    """The rows answered: each holds the JSON of every object selection, then (for a
+    connection) the cursor keys; ``encode`` turns a row's keys into its cursor."""
 
     def __init__(
         self,
         rows: Sequence[Sequence[str]],
-        has_next: bool,
-        key_offset: int,
-        encode: Callable[[list[str]], str],
+        has_next: bool = False,
+        key_offset: int = 0,
+        encode: Callable[[list[str]], str] | None = None,
     ) -> None:
         self.rows = rows
         self.has_next = has_next
@@ -95,6 +98,8 @@ class PageData:
         """The row's cursor as a JSON string (encoded once however often it is asked for)."""
         found = self._cursors.get(index)
         if found is None:
+            if self._encode is None:
+                raise TypeError("these rows have no cursors")
             found = json_string(self._encode(list(self.rows[index][self._key_offset :])))
             self._cursors[index] = found
         return found

@@ -1,30 +1,39 @@
-"""The listings the compiled path answers, one ``Source`` each.
+"""The Query fields the compiled path answers, one ``Source`` each.
 
-A source says how the listing's arguments are checked (by the same functions its resolver
+A source says how the field's arguments are checked (by the same functions its resolver
 calls, in the same order, so a bad argument raises the same error), which rows it reads
-(the repository's own page statement, see ``recorded``), how a cursor's keys are rendered
-(as text, exactly as the resolver's key function renders them), and per node field the
-SQL value that ``json_build_object`` renders exactly as Strawberry serialises the field:
+(the statement its repository method would run, see ``recorded``), for a connection how
+a cursor's keys are rendered (as text, exactly as the resolver's key function renders
+them), and per object field the SQL value that ``json_build_object`` renders exactly as
+Strawberry serialises the field:
 
 - ID (uuid) and Date columns as they are: JSON renders a uuid as its canonical text
   (``str(UUID)``) and a date in ISO 8601 whatever the DateStyle (``date.isoformat()``);
 - Decimal as ``::text``, which keeps the numeric's scale as ``str(Decimal)`` of asyncpg's
   value does (a bare numeric would become a JSON number);
 - DateTime through ``iso_datetime`` (JSON would use the session's time zone);
-- text as it is.
+- Int (a count) and text as they are.
+
+Float fields are not compiled: PostgreSQL writes a float8 differently from Python's
+``repr`` (``2`` for ``2.0``, ``1e+15`` for ``1000000000000000.0``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import TIMESTAMP, Select, Text, case, func, literal
+from sqlalchemy import TIMESTAMP, Row, Select, Text, case, func, literal, select
 from sqlalchemy import cast as sql_cast
+from sqlalchemy import column as sql_column
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from zixly.domain import analytics
+from zixly.domain.analytics import AnalyticsRepository
 from zixly.domain.clients import ClientRepository
 from zixly.domain.clients import T as CLIENTS
 from zixly.domain.financials import F as FINANCIALS
@@ -32,6 +41,7 @@ from zixly.domain.financials import FinancialRepository
 from zixly.domain.metrics import CustomMetricRepository
 from zixly.domain.metrics import M as METRICS
 from zixly.graphql.api.metrics import LISTING as METRICS_LISTING
+from zixly.graphql.compiled.render import PageData
 from zixly.graphql.context import Context
 from zixly.graphql.inputs import DateRangeInput, optional_id
 from zixly.graphql.relay import decode_after, page_size
@@ -60,23 +70,89 @@ def iso_datetime(column: ColumnElement[Any]) -> SqlText:
 
 
 @dataclass(frozen=True)
-class PageQuery:
-    """The statement a listing's repository would run (it selects ``first + 1`` rows)."""
+class Bound:
+    """The one statement a listing's repository would execute for the request, with the
+    parameters it would pass; for a page, its size (the statement reads one row more)."""
 
     statement: Select[Any]
-    first: int
+    params: Mapping[str, Any] | None = None
+    first: int | None = None
 
 
-Bind = Callable[[Context, Mapping[str, Any]], Awaitable[PageQuery]]
+Bind = Callable[[Context, Mapping[str, Any]], Awaitable[Bound]]
 
 
 @dataclass(frozen=True)
-class Source:
+class Source(ABC):
+    """A Query field the compiled path answers from the rows of one statement, each row
+    holding the JSON of every object selection (``columns``, in planning order)."""
+
     field: str  # the Query field, by its GraphQL name
-    listing: str  # the name the listing's cursors are bound to
-    fields: Mapping[str, SqlValue]  # node field (GraphQL name) -> its JSON value
-    keys: tuple[SqlText, ...]  # the cursor's keys, rendered as the resolver renders them
+    fields: Mapping[str, SqlValue]  # object field (GraphQL name) -> its JSON value
     bind: Bind  # checks the coerced arguments (GraphQL names); raises as the resolver would
+
+    @abstractmethod
+    def select(self, bound: Bound, columns: Sequence[SqlText]) -> Select[Any]:
+        """The statement to run instead of the repository's."""
+
+    @abstractmethod
+    def page(self, ctx: Context, bound: Bound, rows: Sequence[Row[Any]]) -> PageData:
+        """What the response is rendered from, given the rows of ``select``."""
+
+
+@dataclass(frozen=True)
+class ConnectionSource(Source):
+    """A Relay connection: the repository's page statement, selecting the node JSON and
+    the cursor keys instead of its columns."""
+
+    listing: str  # the name the listing's cursors are bound to
+    keys: tuple[SqlText, ...]  # the cursor's keys, rendered as the resolver renders them
+
+    def select(self, bound: Bound, columns: Sequence[SqlText]) -> Select[Any]:
+        return cast("Select[Any]", bound.statement.with_only_columns(*columns, *self.keys))
+
+    def page(self, ctx: Context, bound: Bound, rows: Sequence[Row[Any]]) -> PageData:
+        first = bound.first
+        if first is None:
+            raise TypeError("a connection's statement reads a page")
+        tenant, codec = ctx.principal.tenant_id, ctx.services.cursors
+        return PageData(
+            rows[:first],
+            has_next=len(rows) > first,
+            key_offset=len(rows[0]) - len(self.keys) if rows else 0,
+            encode=lambda keys: codec.encode(tenant, self.listing, keys),
+        )
+
+
+@dataclass(frozen=True)
+class ListSource(Source):
+    """A plain list of objects with scalar fields only: every row of the repository's
+    statement, in its order, is one object. ``fields`` name the statement's columns with
+    ``result``; the statement is wrapped as a subquery, so its rows (filters, grouping,
+    parameters) are exactly the resolver's. PostgreSQL keeps a sorted subquery's order
+    when the query around it only computes each row's values (no join, sort, grouping)."""
+
+    def select(self, bound: Bound, columns: Sequence[SqlText]) -> Select[Any]:
+        return _wrapped(bound.statement, tuple(columns))
+
+    def page(self, ctx: Context, bound: Bound, rows: Sequence[Row[Any]]) -> PageData:
+        return PageData(rows)
+
+
+_RESULT = "result"
+
+
+@lru_cache(maxsize=256)
+def _wrapped(statement: Select[Any], columns: tuple[SqlText, ...]) -> Select[Any]:
+    """Once per repository statement and plan: the repositories build such statements once
+    per shape, and a statement used again keeps its SQLAlchemy cache key, which otherwise
+    costs a walk through the whole statement on every execution."""
+    return cast("Select[Any]", select(*columns).select_from(statement.subquery(_RESULT)))
+
+
+def result(name: str) -> SqlValue:
+    """The column ``name`` of the statement a ``ListSource`` wraps."""
+    return sql_column(name)
 
 
 class _NoRows:
@@ -85,26 +161,31 @@ class _NoRows:
 
 
 class _Recorder:
-    """Stands in for the session a repository's ``page`` is given and keeps the one
-    statement it would execute instead of running it. The compiled path then reads
-    exactly the rows the resolver would: same filters, keyset, order and limit."""
+    """Stands in for the session a repository method is given and keeps the one
+    statement (and parameters) it would execute instead of running it. The compiled path
+    then reads exactly the rows the resolver would: same filters, keyset, order and limit."""
 
     def __init__(self) -> None:
         self.statement: Any = None
+        self.params: Mapping[str, Any] | None = None
 
-    async def execute(self, statement: Any, *_args: Any, **_kwargs: Any) -> _NoRows:
+    async def execute(
+        self, statement: Any, params: Mapping[str, Any] | None = None, **_kwargs: Any
+    ) -> _NoRows:
         if self.statement is not None:
-            raise RuntimeError("the page method ran more than one statement")
-        self.statement = statement
+            raise RuntimeError("the repository method ran more than one statement")
+        self.statement, self.params = statement, params
         return _NoRows()
 
 
-async def recorded(page: Callable[[AsyncSession], Awaitable[Any]]) -> Select[Any]:
+async def recorded(
+    call: Callable[[AsyncSession], Awaitable[Any]], *, first: int | None = None
+) -> Bound:
     recorder = _Recorder()
-    await page(cast(AsyncSession, recorder))
+    await call(cast(AsyncSession, recorder))
     if not isinstance(recorder.statement, Select):
-        raise RuntimeError("the page method ran no SELECT")
-    return recorder.statement
+        raise RuntimeError("the repository method ran no SELECT")
+    return Bound(recorder.statement, recorder.params, first)
 
 
 def _after(cursor: tuple[str, ...] | None) -> tuple[str, str] | None:
@@ -114,21 +195,21 @@ def _after(cursor: tuple[str, ...] | None) -> tuple[str, str] | None:
 # --- financials (zixly/graphql/api/clients.py ClientQuery.financials) -------------------
 
 
-async def _bind_financials(ctx: Context, args: Mapping[str, Any]) -> PageQuery:
+async def _bind_financials(ctx: Context, args: Mapping[str, Any]) -> Bound:
     tenant_id = ctx.tenant()
     date_range = DateRangeInput(**args["range"]).checked(ctx)
     first = page_size(ctx, args.get("first"))
     cursor = decode_after(ctx, "financials", args.get("after"), 2)
     client_id = optional_id(args.get("clientId"), "clientId")
-    statement = await recorded(
+    return await recorded(
         lambda session: FinancialRepository(session, tenant_id).page(
             date_range, client_id=client_id, first=first, after=_after(cursor)
-        )
+        ),
+        first=first,
     )
-    return PageQuery(statement, first)
 
 
-FINANCIALS_SOURCE = Source(
+FINANCIALS_SOURCE = ConnectionSource(
     field="financials",
     listing="financials",
     fields={
@@ -151,19 +232,19 @@ FINANCIALS_SOURCE = Source(
 # --- clients (ClientQuery.clients) ------------------------------------------------------
 
 
-async def _bind_clients(ctx: Context, args: Mapping[str, Any]) -> PageQuery:
+async def _bind_clients(ctx: Context, args: Mapping[str, Any]) -> Bound:
     tenant_id = ctx.tenant()
     first = page_size(ctx, args.get("first"))
     cursor = decode_after(ctx, "clients", args.get("after"), 2)
-    statement = await recorded(
+    return await recorded(
         lambda session: ClientRepository(session, tenant_id).page(
             first=first, after=_after(cursor), search=args.get("search")
-        )
+        ),
+        first=first,
     )
-    return PageQuery(statement, first)
 
 
-CLIENTS_SOURCE = Source(
+CLIENTS_SOURCE = ConnectionSource(
     field="clients",
     listing="clients",
     fields={
@@ -182,25 +263,25 @@ CLIENTS_SOURCE = Source(
 # --- customMetrics (zixly/graphql/api/metrics.py MetricsQuery.custom_metrics) -----------
 
 
-async def _bind_custom_metrics(ctx: Context, args: Mapping[str, Any]) -> PageQuery:
+async def _bind_custom_metrics(ctx: Context, args: Mapping[str, Any]) -> Bound:
     tenant_id = ctx.tenant()
     date_range = DateRangeInput(**args["range"]).checked(ctx)
     client_id = optional_id(args.get("clientId"), "clientId")
     first = page_size(ctx, args.get("first"))
     cursor = decode_after(ctx, METRICS_LISTING, args.get("after"), 2)
-    statement = await recorded(
+    return await recorded(
         lambda session: CustomMetricRepository(session, tenant_id).page(
             date_range,
             metric_name=args.get("metricName"),
             client_id=client_id,
             first=first,
             after=_after(cursor),
-        )
+        ),
+        first=first,
     )
-    return PageQuery(statement, first)
 
 
-CUSTOM_METRICS_SOURCE = Source(
+CUSTOM_METRICS_SOURCE = ConnectionSource(
     field="customMetrics",
     listing=METRICS_LISTING,
     fields={
@@ -217,6 +298,42 @@ CUSTOM_METRICS_SOURCE = Source(
 )
 
 
+# --- financialSummary (zixly/graphql/api/analytics.py AnalyticsQuery.financial_summary) --
+
+
+async def _bind_financial_summary(ctx: Context, args: Mapping[str, Any]) -> Bound:
+    tenant_id = ctx.tenant()
+    date_range = DateRangeInput(**args["range"]).checked(ctx)
+    client_id = optional_id(args.get("clientId"), "clientId")
+    granularity = analytics.Granularity[args["granularity"].name]
+    return await recorded(
+        lambda session: AnalyticsRepository(session, tenant_id).financial_summary(
+            date_range, granularity, client_id=client_id
+        )
+    )
+
+
+FINANCIAL_SUMMARY_SOURCE = ListSource(
+    field="financialSummary",
+    fields={
+        "periodStart": result("period_start"),
+        "periodEnd": result("period_end"),
+        "revenue": text_of(result("revenue")),
+        "expenses": text_of(result("expenses")),
+        "netProfit": text_of(result("net_profit")),
+        "cashFlow": text_of(result("cash_flow")),
+        "recordCount": result("record_count"),
+    },
+    bind=_bind_financial_summary,
+)
+
+
 SOURCES: Mapping[str, Source] = {
-    source.field: source for source in (FINANCIALS_SOURCE, CLIENTS_SOURCE, CUSTOM_METRICS_SOURCE)
+    source.field: source
+    for source in (
+        FINANCIALS_SOURCE,
+        CLIENTS_SOURCE,
+        CUSTOM_METRICS_SOURCE,
+        FINANCIAL_SUMMARY_SOURCE,
+    )
 }
