@@ -12,6 +12,7 @@ from rich.console import Console
 from zixly.errors import ZixlyError
 from zixly.provisioning.commands import add_n8n_commands
 from zixly.settings import Settings, get_settings
+from zixly.tenants_cli import add_tenant_commands
 
 console = Console(stderr=True)
 
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=_cmd_schema)
 
     add_n8n_commands(sub, console)
+    add_tenant_commands(sub, console)
 
     worker = sub.add_parser("worker", help="run the arq worker (instance jobs, reconciler cron)")
     worker.set_defaults(func=_cmd_worker)

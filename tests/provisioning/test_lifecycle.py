@@ -42,8 +42,9 @@ from zixly.errors import ConflictError, NotFoundError, ValidationError
 from zixly.provisioning import jobs
 from zixly.provisioning.distributions import N8nDistribution
 from zixly.provisioning.errors import InstanceNotFoundError, N8nUnavailableError, RuntimeFailure
+from zixly.provisioning.instance_events import channel
 from zixly.provisioning.instances import ActualState, DesiredState, Step
-from zixly.provisioning.lifecycle import InstanceBusyError, Operation, channel, handle_of
+from zixly.provisioning.lifecycle import InstanceBusyError, Operation, handle_of
 from zixly.provisioning.process_runtime import ProcessRuntime, installed_only
 from zixly.provisioning.runtime import VERSION_LABEL, RuntimeState
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField, binding

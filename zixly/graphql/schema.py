@@ -19,6 +19,7 @@ from strawberry.tools import merge_types
 from zixly.graphql.api.analytics import AnalyticsQuery
 from zixly.graphql.api.client_mutations import ClientMutation
 from zixly.graphql.api.clients import ClientQuery
+from zixly.graphql.api.instances import InstanceMutation, InstanceQuery, InstanceSubscription
 from zixly.graphql.api.integrations import IntegrationQuery
 from zixly.graphql.api.me import MeQuery
 from zixly.graphql.api.members import MemberMutation, MemberQuery
@@ -38,11 +39,14 @@ Query = merge_types(
         AnalyticsQuery,
         MetricsQuery,
         IntegrationQuery,
+        InstanceQuery,
     ),
 )
 Mutation = merge_types(
-    "Mutation", (ClientMutation, MemberMutation, TenantMutation, MetricsMutation)
+    "Mutation",
+    (ClientMutation, MemberMutation, TenantMutation, MetricsMutation, InstanceMutation),
 )
+Subscriptions = merge_types("Subscription", (Subscription, InstanceSubscription))
 
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schema.graphql"
@@ -71,7 +75,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
-        subscription=Subscription,
+        subscription=Subscriptions,
         extensions=[
             # Factories, not instances: strawberry builds fresh extensions per request.
             # The parser and validation caches are shared module-level LRUs per maxsize.

@@ -66,6 +66,7 @@ from zixly.provisioning.bootstrap import BootstrapResult, bootstrap_instance
 from zixly.provisioning.bundles import envelope, export_bundle
 from zixly.provisioning.distributions import check_version
 from zixly.provisioning.errors import InstallError, N8nUnavailableError
+from zixly.provisioning.instance_events import publish
 from zixly.provisioning.instances import (
     ActualState,
     ConcurrentChangeError,
@@ -99,10 +100,6 @@ StepHook = Callable[[uuid.UUID, Step], Awaitable[None]]
 _attempting: contextvars.ContextVar[Step | None] = contextvars.ContextVar(
     "zixly_instance_step", default=None
 )
-
-
-def channel(tenant_id: uuid.UUID) -> str:
-    return f"zixly:instances:{tenant_id}"
 
 
 class Operation(enum.StrEnum):
@@ -849,12 +846,7 @@ class InstanceLifecycle:
         await self._write(row, event=(kind, message, step), details=details)
 
     async def _publish(self, record: EventRecord) -> None:
-        try:
-            await self.redis.publish(channel(record.tenant_id), json.dumps(record.as_message()))
-        except RedisError as exc:  # the event is in the database; subscribers catch up there
-            log.warning(
-                "instance.publish_failed", tenant_id=str(record.tenant_id), error=describe(exc)
-            )
+        await publish(self.redis, record)
 
     async def _hook(self, row: InstanceRow, step: Step) -> None:
         if self.on_step is not None:
