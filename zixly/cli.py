@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from zixly.errors import ZixlyError
+from zixly.keys_cli import add_key_commands
 from zixly.provisioning.commands import add_n8n_commands
 from zixly.settings import Settings, get_settings
 from zixly.tenants_cli import add_tenant_commands
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_n8n_commands(sub, console)
     add_tenant_commands(sub, console)
+    add_key_commands(sub, console)
 
     worker = sub.add_parser("worker", help="run the arq worker (instance jobs, reconciler cron)")
     worker.set_defaults(func=_cmd_worker)

@@ -20,6 +20,7 @@ from arq.connections import RedisSettings
 from zixly.crypto import Keyring
 from zixly.db.session import Database, create_engine
 from zixly.errors import ZixlyError
+from zixly.keys import ROTATION_JOB, ROTATION_TIMEOUT_SECONDS, rotate_encryption_keys
 from zixly.logging import configure_logging, get_logger
 from zixly.provisioning import jobs
 from zixly.provisioning.lifecycle import InstanceLifecycle
@@ -123,7 +124,17 @@ def _job(coroutine: Any) -> Any:
 
 
 class WorkerSettings:
-    functions = [_job(job) for job in jobs.JOBS.values()]
+    functions = [
+        *(_job(job) for job in jobs.JOBS.values()),
+        # Resumable: a retry continues with whatever is still under an old key.
+        func(
+            rotate_encryption_keys,
+            name=ROTATION_JOB,
+            timeout=ROTATION_TIMEOUT_SECONDS,
+            keep_result=0,
+            max_tries=jobs.MAX_TRIES,
+        ),
+    ]
     cron_jobs = [
         cron(
             jobs.reconcile_instances,

@@ -544,7 +544,7 @@ def test_jobs_travel_as_json_and_failures_as_type_and_safe_message() -> None:
 
 def test_worker_settings_are_explicit() -> None:
     names = {f.name for f in WorkerSettings.functions}
-    assert names == {job.__name__ for job in jobs.JOBS.values()}
+    assert names == {job.__name__ for job in jobs.JOBS.values()} | {"rotate_encryption_keys"}
     assert all(
         f.keep_result_s == 0 and f.max_tries == jobs.MAX_TRIES for f in WorkerSettings.functions
     )
