@@ -243,7 +243,8 @@ async def test_admin_sees_its_own_instance_and_workflows_only(stack: Stack) -> N
         assert body["data"]["n8nInstance"] == {
             "status": "RUNNING",
             "version": N8N_VERSION,
-            "editorUrl": row.editor_url,
+            # The proxy, never the instance's own address.
+            "editorUrl": f"http://127.0.0.1:8000/editor/{tenant.slug}/",
             "health": row.last_health,
             "lastHealthAt": row.last_health_at.isoformat() if row.last_health_at else None,
         }

@@ -18,6 +18,7 @@ from starlette.routing import Route, WebSocketRoute
 from zixly.graphql.compiled.endpoint import CompiledGraphQL
 from zixly.graphql.schema import build_schema
 from zixly.graphql.view import ZixlyGraphQL
+from zixly.http.editor_proxy import editor_mount
 from zixly.http.export import export_financials_csv
 from zixly.http.metrics import REGISTRY
 from zixly.http.middleware import (
@@ -79,6 +80,7 @@ def create_app(services: Services) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            editor_mount(services),
         ],
         middleware=[
             Middleware(RequestContextMiddleware),

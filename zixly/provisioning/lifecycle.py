@@ -544,11 +544,17 @@ class InstanceLifecycle:
     async def _create(
         self, row: InstanceRow, *, version: str | None = None
     ) -> tuple[InstanceRow, InstanceHandle]:
+        slug = await self._slug(row.tenant_id)
         spec = InstanceSpec(
             tenant_id=str(row.tenant_id),
-            tenant_slug=await self._slug(row.tenant_id),
+            tenant_slug=slug,
             version=version or row.version,
-            env={ENCRYPTION_KEY_ENV: self.secrets.encryption_key(row).reveal()},
+            # N8N_PATH: the editor is served behind Zixly's proxy at /editor/<slug>/
+            # (zixly/http/editor_proxy.py); n8n rewrites its assets' base path to it.
+            env={
+                ENCRYPTION_KEY_ENV: self.secrets.encryption_key(row).reveal(),
+                "N8N_PATH": f"/editor/{slug}/",
+            },
             limits=self.limits,
         )
         handle = await self.runtime.create(spec)

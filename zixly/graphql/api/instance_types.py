@@ -70,16 +70,19 @@ class InstanceEvent:
 class N8nInstance:
     status: InstanceStatus  # type: ignore[valid-type]
     version: str
-    editor_url: str | None
+    editor_url: str | None = strawberry.field(
+        description="Your n8n editor behind Zixly: sign in once at <editorUrl>login?token=<your "
+        "Zixly token> (EDITOR or ADMIN); the editor's own password is never shared."
+    )
     health: JSON | None = strawberry.field(description="The last health check's result.")
     last_health_at: dt.datetime | None
 
     @classmethod
-    def from_view(cls, view: TenantInstance) -> N8nInstance:
+    def from_view(cls, view: TenantInstance, *, editor_url: str | None) -> N8nInstance:
         return cls(
             status=view.actual_state,
             version=view.version,
-            editor_url=view.editor_url,
+            editor_url=editor_url,
             health=cast(JSON, view.last_health),
             last_health_at=view.last_health_at,
         )

@@ -26,6 +26,7 @@ from zixly.graphql.api.instance_types import (
 )
 from zixly.graphql.context import Context, Info
 from zixly.graphql.inputs import parse_id
+from zixly.http.editor_proxy import editor_path
 from zixly.provisioning.control import (
     TenantN8n,
     job_queue,
@@ -98,7 +99,12 @@ class InstanceQuery:
         tenant = ctx.tenant(Role.ADMIN)
         async with ctx.session() as session:
             view = await tenant_instance(session, tenant)
-        return N8nInstance.from_view(view) if view is not None else None
+        if view is None:
+            return None
+        slug = ctx.principal.tenant_slug
+        # Customers reach their editor only through Zixly's authenticated proxy.
+        editor = f"{ctx.settings.base_url}{editor_path(slug)}" if slug else None
+        return N8nInstance.from_view(view, editor_url=editor)
 
     @strawberry.field(description="The workflows in your tenant's n8n, by name (ADMIN).")
     async def workflows(self, info: Info) -> list[Workflow]:
