@@ -41,6 +41,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zixly.alerts.config import webhook_binding
 from zixly.crypto import (
     KEYS_FILE,
     Binding,
@@ -50,7 +51,7 @@ from zixly.crypto import (
     generate_key,
     key_entry,
 )
-from zixly.db.models import Integration, N8nInstance
+from zixly.db.models import AlertSettings, Integration, N8nInstance
 from zixly.db.session import Database, Scope
 from zixly.logging import get_logger
 from zixly.provisioning.secrets import SecretField
@@ -117,10 +118,20 @@ def _instance(secret: SecretField) -> SecretColumn:
     )
 
 
+def _alert_webhook() -> SecretColumn:
+    return SecretColumn(
+        cast(Table, AlertSettings.__table__),
+        "webhook_url_ciphertext",
+        "tenant_id",
+        lambda _pk, tenant: webhook_binding(tenant),
+    )
+
+
 COLUMNS: tuple[SecretColumn, ...] = (
     _integration("access_token"),
     _integration("refresh_token"),
     *(_instance(secret) for secret in SecretField),
+    _alert_webhook(),
 )
 
 

@@ -9,8 +9,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class OAuthClient(BaseModel):
+    """An OAuth app registered with one provider."""
+
+    client_id: str
+    client_secret: SecretStr
 
 
 class Settings(BaseSettings):
@@ -133,6 +140,35 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9_-]{1,32}$",
         description="Key id that encrypts new values; default the last key entry.",
     )
+
+    # --- provider OAuth ----------------------------------------------------------
+    oauth_clients: dict[str, OAuthClient] = Field(
+        default_factory=dict,
+        description='JSON: provider -> {"client_id": ..., "client_secret": ...} of the '
+        "OAuth apps registered with Xero, HubSpot, Asana, Shopify and MYOB.",
+    )
+    provider_base_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="JSON: provider -> base URL replacing the provider's OAuth host "
+        "(the local provider sandbox in dev and tests).",
+    )
+    oauth_timeout_seconds: float = Field(
+        default=15.0, gt=0, le=120, description="Timeout of one call to a token endpoint."
+    )
+
+    # --- alerts ----------------------------------------------------------------
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server for alert emails; unset: email alerts fail."
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_from: str = Field(
+        default="alerts@zixly.localhost", description="From address of alert emails."
+    )
+    smtp_username: str | None = Field(default=None, description="SMTP login, if required.")
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = Field(default=True, description="Upgrade the connection with STARTTLS.")
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    alert_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # --- operations ------------------------------------------------------------
     log_level: str = "INFO"

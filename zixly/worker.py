@@ -17,9 +17,11 @@ import httpx
 from arq import cron, func
 from arq.connections import RedisSettings
 
+from zixly.alerts.jobs import DELIVER_JOB, deliver_alerts
 from zixly.crypto import Keyring
 from zixly.db.session import Database, create_engine
 from zixly.errors import ZixlyError
+from zixly.integrations.refresh import refresh_expiring_tokens
 from zixly.keys import ROTATION_JOB, ROTATION_TIMEOUT_SECONDS, rotate_encryption_keys
 from zixly.logging import configure_logging, get_logger
 from zixly.provisioning import jobs
@@ -134,6 +136,8 @@ class WorkerSettings:
             keep_result=0,
             max_tries=jobs.MAX_TRIES,
         ),
+        # Sends due alert deliveries, then schedules itself for the next one due.
+        func(deliver_alerts, name=DELIVER_JOB, keep_result=0, max_tries=jobs.MAX_TRIES),
     ]
     cron_jobs = [
         cron(
@@ -144,7 +148,25 @@ class WorkerSettings:
             timeout=RECONCILE_TIMEOUT_SECONDS,
             keep_result=0,
             max_tries=1,
-        )
+        ),
+        cron(
+            refresh_expiring_tokens,
+            name="refresh_expiring_tokens",
+            minute=set(range(0, 60, 2)),  # every 2 minutes: the window is 10
+            second=15,
+            unique=True,
+            keep_result=0,
+            max_tries=1,
+        ),
+        # Retries of failed alert deliveries (a successful first attempt is immediate).
+        cron(
+            deliver_alerts,
+            name="deliver_alerts_sweep",
+            second=45,
+            unique=True,
+            keep_result=0,
+            max_tries=1,
+        ),
     ]
     job_serializer = staticmethod(serialize)
     job_deserializer = staticmethod(deserialize)

@@ -544,12 +544,17 @@ def test_jobs_travel_as_json_and_failures_as_type_and_safe_message() -> None:
 
 def test_worker_settings_are_explicit() -> None:
     names = {f.name for f in WorkerSettings.functions}
-    assert names == {job.__name__ for job in jobs.JOBS.values()} | {"rotate_encryption_keys"}
+    assert names == {job.__name__ for job in jobs.JOBS.values()} | {
+        "rotate_encryption_keys",
+        "deliver_alerts",
+    }
     assert all(
         f.keep_result_s == 0 and f.max_tries == jobs.MAX_TRIES for f in WorkerSettings.functions
     )
-    (cron_job,) = WorkerSettings.cron_jobs
-    assert cron_job.name == "reconcile_instances" and cron_job.unique
+    crons = {c.name: c for c in WorkerSettings.cron_jobs}
+    assert set(crons) == {"reconcile_instances", "refresh_expiring_tokens", "deliver_alerts_sweep"}
+    assert all(c.unique for c in crons.values())
+    cron_job = crons["reconcile_instances"]
     runs = []
     moment = datetime(2026, 11, 28, 9, 30, 17)
     for _ in range(3):

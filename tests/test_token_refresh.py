@@ -1,0 +1,221 @@
+"""Token refresh against the provider sandbox served by a real uvicorn, with the real
+PostgreSQL and Redis. Provider behaviour (Xero: rotating single-use refresh tokens, 30-minute
+access tokens, Basic client auth; 429 with Retry-After) follows
+docs/au-rules-and-provider-apis.md ("Provider API shapes and limits")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+
+from tests.conftest import World, _InProcessServer, make_settings
+from zixly.crypto import Keyring
+from zixly.integrations.oauth import (
+    InvalidGrantError,
+    OAuthClient,
+    ProviderRateLimitedError,
+    ProviderUnavailableError,
+)
+from zixly.integrations.refresh import TokenRefresher
+from zixly.integrations.tokens import STAFF, StoredIntegration, TokenStore
+from zixly.keys import integration_binding
+from zixly.sandbox.oauth import Fault, ProviderSandbox
+from zixly.services import Services
+
+CLIENT = ("zixly-client", "zixly-client-secret")
+
+
+@contextlib.asynccontextmanager
+async def serve(app: object) -> AsyncIterator[str]:
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, lifespan="off", log_config=None, log_level="warning"
+    )
+    server = _InProcessServer(config)
+    task = asyncio.create_task(server.serve())
+    async with asyncio.timeout(10):
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+    yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    server.should_exit = True
+    await task
+
+
+class Rig:
+    def __init__(
+        self, sandbox: ProviderSandbox, refresher: TokenRefresher, owner: asyncpg.Connection
+    ) -> None:
+        self.sandbox = sandbox
+        self.refresher = refresher
+        self.owner = owner
+        self.keyring = refresher.store.keyring
+
+    async def integration(
+        self, world: World, provider: str = "xero", expires_in: timedelta = timedelta(minutes=2)
+    ) -> tuple[uuid.UUID, uuid.UUID, str]:
+        tenant = await world.tenant("refresh", clients=0)
+        row_id = uuid.uuid4()
+        refresh = self.sandbox.grant(provider)
+        bind = lambda field: integration_binding(tenant.id, row_id, field)  # noqa: E731
+        await self.owner.execute(
+            "INSERT INTO integrations (id, tenant_id, provider, status, access_token_ciphertext,"
+            " refresh_token_ciphertext, expires_at) VALUES ($1, $2, $3, 'ACTIVE', $4, $5, $6)",
+            row_id,
+            tenant.id,
+            provider,
+            self.keyring.encrypt("old-access", bind("access_token")),
+            self.keyring.encrypt(refresh, bind("refresh_token")),
+            datetime.now(UTC) + expires_in,
+        )
+        return tenant.id, row_id, refresh
+
+    async def stored(self, row_id: uuid.UUID) -> StoredIntegration:
+        async with self.refresher.db.transaction(STAFF) as session:
+            return await self.refresher.store.load(session, row_id)
+
+
+@pytest.fixture
+async def rig(services: Services, owner: asyncpg.Connection, data_dir: Path) -> AsyncIterator[Rig]:
+    sandbox = ProviderSandbox(clients={"xero": CLIENT, "hubspot": CLIENT})
+    async with serve(sandbox.app()) as url, httpx.AsyncClient() as http:
+        settings = make_settings(
+            data_dir,
+            provider_base_urls={name: f"{url}/{name}" for name in ("xero", "hubspot", "myob")},
+            oauth_clients={
+                name: {"client_id": CLIENT[0], "client_secret": CLIENT[1]}
+                for name in ("xero", "hubspot")
+            },
+            oauth_timeout_seconds=0.5,
+        )
+        refresher = TokenRefresher(
+            services.db,
+            services.redis,
+            TokenStore(Keyring.from_settings(settings)),
+            OAuthClient(http, settings),
+        )
+        yield Rig(sandbox, refresher, owner)
+
+
+async def test_concurrent_refreshes_call_the_provider_once(rig: Rig, world: World) -> None:
+    rig.sandbox.delay = 0.2  # keep the winner inside the lock while the others queue
+    tenant_id, row_id, old = await rig.integration(world)
+
+    outcomes = await asyncio.gather(*(rig.refresher.refresh_integration(row_id) for _ in range(20)))
+
+    assert sorted(outcomes) == ["fresh"] * 19 + ["refreshed"]
+    assert rig.sandbox.total_calls == 1
+    assert rig.sandbox.calls[old] == 1
+    stored = await rig.stored(row_id)
+    assert stored.refresh_token is not None and stored.access_token is not None
+    new = stored.refresh_token.reveal()
+    assert new != old and rig.sandbox.live[new] == "xero" and new not in rig.sandbox.used
+    assert stored.access_token.reveal().startswith("xero-at-")
+    assert stored.status == "ACTIVE"
+    remaining = stored.expires_at - datetime.now(UTC)  # type: ignore[operator]
+    assert timedelta(minutes=29) < remaining <= timedelta(minutes=30)
+
+    # Ciphertext only, sealed to this row: the columns hold v1 values that decrypt with the
+    # row's binding and not with another row's.
+    row = await rig.owner.fetchrow(
+        "SELECT access_token_ciphertext a, refresh_token_ciphertext r FROM integrations"
+        " WHERE id = $1",
+        row_id,
+    )
+    assert row["r"].startswith("v1.") and new not in row["r"]
+    assert (
+        rig.keyring.decrypt(
+            row["r"], integration_binding(tenant_id, row_id, "refresh_token")
+        ).reveal()
+        == new
+    )
+    with pytest.raises(Exception, match="authenticate"):
+        rig.keyring.decrypt(row["r"], integration_binding(tenant_id, uuid.uuid4(), "refresh_token"))
+    with pytest.raises(asyncpg.CheckViolationError):
+        await rig.owner.execute(
+            "UPDATE integrations SET refresh_token_ciphertext = 'plain' WHERE id = $1", row_id
+        )
+
+    # The stored (rotated) token works for the next refresh.
+    await rig.owner.execute("UPDATE integrations SET expires_at = now() WHERE id = $1", row_id)
+    assert await rig.refresher.refresh_integration(row_id) == "refreshed"
+    assert rig.sandbox.calls[new] == 1 and rig.sandbox.total_calls == 2
+
+
+async def test_reused_refresh_token_marks_the_integration_error(rig: Rig, world: World) -> None:
+    _, row_id, old = await rig.integration(world)
+    rig.sandbox.used.add(old)  # someone already spent it
+    alerts: list[uuid.UUID] = []
+
+    async def alert(stored: StoredIntegration) -> None:
+        alerts.append(stored.id)
+
+    rig.refresher.on_invalid_grant = alert
+    with pytest.raises(InvalidGrantError):
+        await rig.refresher.refresh_integration(row_id)
+
+    stored = await rig.stored(row_id)
+    assert stored.status == "ERROR"
+    assert alerts == [row_id]
+    assert stored.refresh_token is not None and stored.refresh_token.reveal() == old
+    # An ERROR integration is no longer refreshed (the user must reconnect).
+    assert await rig.refresher.refresh_integration(row_id) == "skipped"
+    assert rig.sandbox.calls[old] == 1
+
+
+@pytest.mark.parametrize("fault", [Fault(status=503), Fault(status=200, delay=1.0)])
+async def test_5xx_and_timeouts_are_retryable_and_change_nothing(
+    rig: Rig, world: World, fault: Fault
+) -> None:
+    _, row_id, old = await rig.integration(world)
+    before = await rig.owner.fetchrow("SELECT * FROM integrations WHERE id = $1", row_id)
+    rig.sandbox.faults.append(fault)
+
+    with pytest.raises(ProviderUnavailableError) as caught:
+        await rig.refresher.refresh_integration(row_id)
+
+    assert caught.value.retryable and caught.value.code == "UNAVAILABLE"
+    after = await rig.owner.fetchrow("SELECT * FROM integrations WHERE id = $1", row_id)
+    assert dict(after) == dict(before)
+    # Nothing was spent: the next attempt refreshes with the same token.
+    assert await rig.refresher.refresh_integration(row_id) == "refreshed"
+    assert rig.sandbox.calls[old] == 2
+
+
+async def test_429_carries_retry_after(rig: Rig, world: World) -> None:
+    _, row_id, _ = await rig.integration(world)
+    rig.sandbox.faults.append(Fault(status=429, retry_after="7"))
+
+    with pytest.raises(ProviderRateLimitedError) as caught:
+        await rig.refresher.refresh_integration(row_id)
+
+    assert caught.value.retry_after == 7.0
+    assert caught.value.extensions == {
+        "code": "RATE_LIMITED",
+        "retry_after": 7.0,
+        "provider": "xero",
+    }
+    assert (await rig.stored(row_id)).status == "ACTIVE"
+
+
+async def test_refresh_expiring_refreshes_only_those_in_the_window(rig: Rig, world: World) -> None:
+    _, soon, _ = await rig.integration(world, "xero", timedelta(minutes=3))
+    _, later, later_token = await rig.integration(world, "hubspot", timedelta(hours=2))
+    _, reusable, reusable_token = await rig.integration(world, "myob", timedelta(minutes=1))
+
+    results = {r.integration_id: r for r in await rig.refresher.refresh_expiring(concurrency=2)}
+
+    assert results[soon].outcome == "refreshed"
+    assert results[reusable].outcome == "refreshed"
+    assert later not in results
+    assert rig.sandbox.calls[later_token] == 0
+    assert (await rig.stored(reusable)).refresh_token != reusable_token

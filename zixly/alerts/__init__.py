@@ -1,0 +1,1 @@
+"""Alerts: email (SMTP) and Slack-compatible webhooks, per tenant, deduplicated."""

@@ -1,0 +1,201 @@
+"""Race-free token refresh.
+
+One refresh per integration at a time, across processes: a Redis lock per integration
+(with a timeout, so a crashed holder cannot wedge it, and a blocking timeout, so waiters
+give up). Under the lock the row is read again: when another worker has just refreshed,
+its tokens are used and the provider is not called. Otherwise the provider is called
+outside any database transaction, and the new access AND refresh token are written in one
+transaction before the lock is released, so with rotating (single-use) refresh tokens no
+one ever sends the old one again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import LockError
+from sqlalchemy import Table, select
+
+from zixly.crypto import Keyring
+from zixly.db.models import Integration
+from zixly.db.session import Database
+from zixly.errors import UnavailableError, ZixlyError
+from zixly.integrations.oauth import InvalidGrantError, OAuthClient
+from zixly.integrations.registry import provider
+from zixly.integrations.tokens import STAFF, StoredIntegration, TokenStore
+from zixly.logging import get_logger
+from zixly.settings import Settings
+
+log = get_logger("zixly.integrations.refresh")
+
+LOCK_PREFIX = "zixly:integration-refresh:"
+REFRESHABLE = ("ACTIVE", "STALE")
+_TABLE = cast(Table, Integration.__table__)
+
+Outcome = Literal["refreshed", "fresh", "skipped"]
+InvalidGrantHook = Callable[[StoredIntegration], Awaitable[None]]
+
+
+class RefreshBusyError(UnavailableError):
+    """Another worker held the integration's refresh lock for longer than we would wait."""
+
+    code = "REFRESH_BUSY"
+    retryable = True
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    integration_id: uuid.UUID
+    outcome: Outcome | None
+    error: str | None = None  # the error code when the refresh failed
+
+
+class TokenRefresher:
+    def __init__(
+        self,
+        db: Database,
+        redis: Redis,
+        store: TokenStore,
+        oauth: OAuthClient,
+        *,
+        min_remaining: timedelta = timedelta(minutes=5),
+        lock_timeout: float | None = None,
+        blocking_timeout: float = 30.0,
+        on_invalid_grant: InvalidGrantHook | None = None,
+    ) -> None:
+        self.db = db
+        self.redis = redis
+        self.store = store
+        self.oauth = oauth
+        self.min_remaining = min_remaining
+        # The lock must outlive the provider call and the write that follows it.
+        self.lock_timeout = lock_timeout or oauth.settings.oauth_timeout_seconds * 2 + 10
+        self.blocking_timeout = blocking_timeout
+        # Alerting (another module) hooks in here; the log line is always written.
+        self.on_invalid_grant = on_invalid_grant
+
+    async def refresh_integration(self, integration_id: uuid.UUID) -> Outcome:
+        lock = self.redis.lock(
+            f"{LOCK_PREFIX}{integration_id}",
+            timeout=self.lock_timeout,
+            blocking_timeout=self.blocking_timeout,
+        )
+        if not await lock.acquire():
+            raise RefreshBusyError(
+                "the integration is being refreshed elsewhere", integration_id=str(integration_id)
+            )
+        try:
+            return await self._refresh_locked(integration_id)
+        finally:
+            try:
+                await lock.release()
+            except LockError:  # expired while we worked; the write already happened
+                log.warning("integration.refresh.lock_expired", integration_id=str(integration_id))
+
+    async def _refresh_locked(self, integration_id: uuid.UUID) -> Outcome:
+        async with self.db.transaction(STAFF) as session:
+            stored = await self.store.load(session, integration_id)
+        now = datetime.now(UTC)
+        if stored.status not in REFRESHABLE or stored.refresh_token is None:
+            return "skipped"
+        if stored.expires_at is not None and stored.expires_at - now > self.min_remaining:
+            return "fresh"  # refreshed by someone else while we waited for the lock
+        spec = provider(stored.provider)
+        shop = stored.metadata.get("shop")
+        params = {"shop": str(shop)} if shop else {}
+        try:
+            tokens = await self.oauth.refresh(spec, stored.refresh_token, **params)
+        except InvalidGrantError:
+            await self._reject(stored)
+            raise
+        async with self.db.transaction(STAFF) as session:
+            await self.store.save(
+                session,
+                stored,
+                access_token=tokens.access_token,
+                refresh_token=tokens.refresh_token,
+                expires_at=now + tokens.expires_in,
+            )
+        log.info(
+            "integration.refreshed",
+            integration_id=str(stored.id),
+            tenant_id=str(stored.tenant_id),
+            provider=stored.provider,
+        )
+        return "refreshed"
+
+    async def _reject(self, stored: StoredIntegration) -> None:
+        """invalid_grant: mark ERROR, unless the stored refresh token changed meanwhile (then
+        the rejection was of a token already replaced, not of the grant)."""
+        async with self.db.transaction(STAFF) as session:
+            current = await self.store.load(session, stored.id, for_update=True)
+            if current.refresh_token != stored.refresh_token:
+                return
+            await self.store.set_status(session, current, "ERROR")
+        log.error(
+            "integration.refresh.invalid_grant",
+            integration_id=str(stored.id),
+            tenant_id=str(stored.tenant_id),
+            provider=stored.provider,
+            action="the tenant must reconnect the integration",
+        )
+        if self.on_invalid_grant is not None:
+            await self.on_invalid_grant(stored)
+
+    async def expiring(self, window: timedelta) -> list[uuid.UUID]:
+        c = _TABLE.c
+        async with self.db.transaction(STAFF) as session:
+            rows = await session.execute(
+                select(c.id)
+                .where(
+                    c.status.in_(REFRESHABLE),
+                    c.refresh_token_ciphertext.is_not(None),
+                    c.expires_at < datetime.now(UTC) + window,
+                )
+                .order_by(c.expires_at)
+            )
+            return [row.id for row in rows]
+
+    async def refresh_expiring(
+        self, window: timedelta = timedelta(minutes=10), *, concurrency: int = 8
+    ) -> list[RefreshResult]:
+        """Refresh every integration expiring within ``window``; one failure does not stop
+        the others (each is reported in the result)."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(integration_id: uuid.UUID) -> RefreshResult:
+            async with gate:
+                try:
+                    return RefreshResult(
+                        integration_id, await self.refresh_integration(integration_id)
+                    )
+                except ZixlyError as exc:
+                    log.warning(
+                        "integration.refresh.failed",
+                        integration_id=str(integration_id),
+                        code=exc.code,
+                    )
+                    return RefreshResult(integration_id, None, exc.code)
+
+        return list(await asyncio.gather(*(one(i) for i in await self.expiring(window))))
+
+
+async def refresh_expiring_tokens(ctx: dict[str, Any]) -> dict[str, int]:
+    """The arq cron job (ctx from ``zixly.worker.startup``): refresh what expires within 10
+    minutes; the counts per outcome / error code are the job's result."""
+    settings: Settings = ctx["settings"]
+    refresher = TokenRefresher(
+        ctx["db"],
+        ctx["redis"],
+        TokenStore(Keyring.from_settings(settings)),
+        OAuthClient(ctx["http"], settings),
+    )
+    results = await refresher.refresh_expiring()
+    return dict(Counter(r.outcome or r.error or "unknown" for r in results))

@@ -1,0 +1,1 @@
+"""Local stand-ins for provider APIs (dev demo and tests)."""
