@@ -216,13 +216,11 @@ async def test_unknown_tenants_and_bad_input(stack: Stack) -> None:
     assert code(body) == "NOT_FOUND"
     body = await gql(stack.client, STAFF_INSTANCE, {"t": "not-a-uuid"}, stack.staff)
     assert code(body) == "VALIDATION_ERROR"
-    body = await gql(
-        stack.client,
-        PROVISION,
-        {"t": str(stack.alpha.id), "templates": ["/etc/passwd"]},
-        stack.staff,
-    )
-    assert code(body) == "VALIDATION_ERROR"
+    for bad in ("/etc/passwd", "manifest:no-such-template", "manifest:../../etc/passwd"):
+        body = await gql(
+            stack.client, PROVISION, {"t": str(stack.alpha.id), "templates": [bad]}, stack.staff
+        )
+        assert code(body) == "VALIDATION_ERROR"
     body = await gql(
         stack.client,
         'mutation($t: ID!) { upgradeInstance(tenantId: $t, version: "latest") { status } }',

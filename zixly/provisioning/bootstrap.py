@@ -9,7 +9,7 @@ is created twice; each is activated if it is not active.
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from secrets import choice, token_urlsafe
 from typing import Any
@@ -19,6 +19,9 @@ from zixly.provisioning.errors import N8nUnauthorizedError
 from zixly.provisioning.n8n_client import N8nClient
 
 API_KEY_LABEL = "zixly-control-plane"
+# More templates made with the instance's API (and session cookie), e.g. manifest templates
+# whose credentials must exist before they are rendered (zixly.provisioning.templates).
+Prepare = Callable[[N8nClient, str], Awaitable[Sequence[Mapping[str, Any]]]]
 _PASSWORD_ALPHABET = string.ascii_letters + string.digits
 
 
@@ -67,11 +70,9 @@ async def bootstrap_instance(
     ready_timeout: float = 90.0,
     api_key_label: str = API_KEY_LABEL,
     owner_name: tuple[str, str] = ("Zixly", "Automation"),
+    prepare: Prepare | None = None,
 ) -> BootstrapResult:
-    names = [str(t.get("name", "")) for t in templates]
-    if any(not n for n in names) or len(set(names)) != len(names):
-        raise ValidationError("workflow templates need unique, non-empty names", field="templates")
-
+    _check_names(templates)
     await client.wait_ready(ready_timeout)
     cookie = await client.setup_owner(
         secrets.owner_email, owner_name[0], owner_name[1], secrets.owner_password
@@ -80,6 +81,9 @@ async def bootstrap_instance(
     if api_key is None or not await _key_works(client.with_api_key(api_key)):
         api_key = await _replace_api_key(client, cookie, api_key_label)
     api = client.with_api_key(api_key)
+    if prepare is not None:
+        templates = [*templates, *await prepare(api, cookie)]
+        _check_names(templates)
 
     existing = {str(w["name"]): w for w in await api.all_workflows()}
     ids: dict[str, str] = {}
@@ -94,6 +98,12 @@ async def bootstrap_instance(
             await api.activate_workflow(str(workflow["id"]))
         ids[name] = str(workflow["id"])
     return BootstrapResult(api_key=api_key, workflow_ids=ids, created=created)
+
+
+def _check_names(templates: Sequence[Mapping[str, Any]]) -> None:
+    names = [str(t.get("name", "")) for t in templates]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise ValidationError("workflow templates need unique, non-empty names", field="templates")
 
 
 async def _key_works(api: N8nClient) -> bool:

@@ -88,6 +88,12 @@ from zixly.provisioning.runtime import (
     RuntimeStatus,
 )
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField
+from zixly.provisioning.templates import (
+    bundled_manifest,
+    deploy_templates,
+    template_id,
+    tenant_values,
+)
 
 log = get_logger("zixly.provisioning.lifecycle")
 STAFF = Scope(tenant_id=None, staff=True)
@@ -160,9 +166,15 @@ def describe(exc: BaseException) -> str:
 
 
 def load_templates(sources: Sequence[Template]) -> list[dict[str, Any]]:
-    """Workflow exports from JSON files or given as dicts; names must be unique."""
+    """Workflow exports from JSON files or given as dicts; names must be unique (across the
+    manifest templates, ``manifest:<id>``, too, which are rendered at deploy instead)."""
     loaded: list[dict[str, Any]] = []
+    names: list[str] = []
     for source in sources:
+        manifest_id = template_id(source)
+        if manifest_id is not None:  # an unknown id raises TemplateError (a ValidationError)
+            names.append(bundled_manifest().get(manifest_id).name)
+            continue
         if isinstance(source, Mapping):
             workflow: Any = json.loads(json.dumps(source))
         else:
@@ -176,19 +188,23 @@ def load_templates(sources: Sequence[Template]) -> list[dict[str, Any]]:
         if not isinstance(workflow, dict) or not workflow.get("name"):
             raise ValidationError("a workflow template needs a name", field="templates")
         loaded.append(workflow)
-    names = [str(w["name"]) for w in loaded]
+    names += [str(w["name"]) for w in loaded]
     if len(set(names)) != len(names):
         raise ValidationError("workflow template names must be unique", field="templates")
     return loaded
 
 
 def template_sources(sources: Sequence[Template]) -> list[Any]:
-    """What the row keeps to redeploy later: absolute paths, or the workflow JSON itself."""
+    """What the row keeps to redeploy later: absolute paths, the workflow JSON itself, or
+    ``manifest:<id>`` (rendered for the tenant at each deploy)."""
     load_templates(sources)  # validate now rather than in the job
-    return [
-        json.loads(json.dumps(s)) if isinstance(s, Mapping) else str(Path(s).resolve())
-        for s in sources
-    ]
+    return [_kept(s) for s in sources]
+
+
+def _kept(source: Template) -> Any:
+    if isinstance(source, Mapping):
+        return json.loads(json.dumps(source))
+    return source if template_id(source) is not None else str(Path(source).resolve())
 
 
 def handle_of(row: InstanceRow) -> InstanceHandle | None:
@@ -261,6 +277,7 @@ class InstanceLifecycle:
         lock_ttl: float = 60.0,
         lock_wait: float = 0.0,
         on_step: StepHook | None = None,
+        ingest_url: str | None = None,
     ) -> None:
         self.db = db
         self.redis = redis
@@ -273,6 +290,7 @@ class InstanceLifecycle:
         self.lock_ttl = lock_ttl
         self.lock_wait = lock_wait
         self.on_step = on_step
+        self.ingest_url = ingest_url  # what manifest templates post to (zixly.ingest_url)
 
     # --- operations -------------------------------------------------------------------------
     async def provision(
@@ -605,11 +623,22 @@ class InstanceLifecycle:
         if row.url is None:
             raise HealthCheckError("the instance has no URL yet")
         workflows = load_templates(row.templates) if templates else []
+        chosen = [template_id(s) for s in row.templates] if templates else []
+        specs = [bundled_manifest().get(i) for i in chosen if i is not None]
+        prepare = None
+        if specs:
+            async with self.db.transaction(STAFF) as session:
+                tenant = await tenant_values(session, row.tenant_id, ingest_url=self.ingest_url)
+
+            async def prepare(api: N8nClient, cookie: str) -> list[dict[str, Any]]:
+                return await deploy_templates(api, cookie, specs, tenant)
+
         result = await bootstrap_instance(
             N8nClient(row.url, self.http),
             self.secrets.for_bootstrap(row),
             workflows,
             ready_timeout=self.ready_timeout,
+            prepare=prepare,
         )
         stored = self.secrets.open(row, SecretField.API_KEY)
         if stored is None or stored.reveal() != result.api_key:

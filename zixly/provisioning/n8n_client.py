@@ -231,6 +231,14 @@ class N8nClient:
         body = {"name": name, "type": credential_type, "data": dict(data)}
         return _object(await self._request("POST", "/api/v1/credentials", json=body))
 
+    async def list_credentials(self, cookie: str) -> list[dict[str, Any]]:
+        """Every credential the logged-in user sees (id, name, type; never the data).
+
+        The public API has no listing in 1.123, so this is the internal one (session cookie).
+        """
+        data = _data(await self._request("GET", "/rest/credentials", cookie=cookie))
+        return [c for c in data if isinstance(c, dict)] if isinstance(data, list) else []
+
     async def delete_credential(self, credential_id: str) -> None:
         await self._request("DELETE", f"/api/v1/credentials/{credential_id}")
 

@@ -36,6 +36,7 @@ from zixly.provisioning.control import (
 from zixly.provisioning.instance_events import subscribe
 from zixly.provisioning.instances import InstanceRepository
 from zixly.provisioning.lifecycle import Operation
+from zixly.provisioning.templates import bundled_manifest, template_id
 from zixly.worker import build_lifecycle
 
 MAX_EXPORT_IDS = 200
@@ -72,11 +73,20 @@ async def _operate(
 
 
 def _templates(templates: list[JSON] | None) -> list[Any] | None:
-    """Workflow objects only: a string would name a file on the worker's machine."""
+    """Workflow objects, or ``manifest:<id>`` of a template in n8n-workflows/. Any other
+    string is refused: the lifecycle would read it as a file on the worker's machine."""
     if templates is None:
         return None
-    if not all(isinstance(t, dict) for t in templates):
-        raise ValidationError("each template must be a workflow JSON object", field="templates")
+    known = {spec.id for spec in bundled_manifest().templates}
+    for template in templates:
+        if isinstance(template, dict):
+            continue
+        if template_id(template) not in known:
+            raise ValidationError(
+                "each template must be a workflow JSON object or manifest:<id> of a known "
+                "template",
+                field="templates",
+            )
     return list(templates)
 
 

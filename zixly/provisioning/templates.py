@@ -1,0 +1,386 @@
+"""Workflow templates from ``n8n-workflows/``: the manifest, validation, rendering, deploying.
+
+A template is a real n8n export with placeholder tokens ``__ZIXLY_NAME__`` (NAME: upper case,
+digits, underscores) inside string values. Why not ``{{zixly:NAME}}``: n8n evaluates strings
+that start with ``=`` as expressions and its ``{{ ... }}`` blocks are JavaScript, so a
+brace-delimited token would be ambiguous inside an expression, and an n8n editor or a careless
+edit could turn it into code. ``__ZIXLY_NAME__`` is an ordinary identifier-like run of
+characters in every context: nothing n8n parses treats it specially.
+
+Rendering works on the parsed JSON, never on its text: each string is scanned once and every
+token is replaced by its value as a literal substring (``re.sub`` does not rescan what it
+inserted), so a value holding quotes, braces or even another token cannot break or inject
+JSON. Two rules keep values from becoming n8n code: a placeholder may not appear in an
+expression string (one starting with ``=``, checked when the template is validated), and a
+rendered string that starts with ``=`` where the template's did not is refused.
+
+The manifest (``manifest.json``) lists each template: its file, workflow name, provider, the
+integration it feeds, its schedule, its placeholders with where each value comes from, and
+the n8n credentials it needs (created through the public API before the workflow, matched by
+name so never twice; a workflow node refers to one by the ``credential:<key>`` placeholder,
+which renders as the created credential's id).
+
+Value sources: ``tenant.id``, ``tenant.slug``, ``tenant.name``, ``zixly.ingest_url``,
+``credential:<key>``, ``secret:<name>`` (a random token generated when the credential using
+it is created: the ingest slice replaces ``secret:ingest_token`` with a real, stored ingest
+token) and ``setting:<name>`` (a value the caller provides per tenant).
+
+Instances refer to a manifest template as ``manifest:<id>`` in their ``templates`` list.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, cast
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from sqlalchemy import Table, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from zixly.db.models import Tenant
+from zixly.errors import ValidationError
+from zixly.provisioning.n8n_client import N8nClient
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "n8n-workflows"
+MANIFEST = "manifest.json"
+REF_PREFIX = "manifest:"
+TOKEN = re.compile(r"__ZIXLY_([A-Z][A-Z0-9_]*?)__")
+_NAME = r"[A-Z][A-Z0-9_]*"
+_SOURCE = r"tenant\.(id|slug|name)|zixly\.ingest_url|(credential|secret|setting):[a-z][a-z0-9_]*"
+_TENANTS = cast(Table, Tenant.__table__)
+
+
+class TemplateError(ValidationError):
+    """A template that cannot be rendered: unknown or missing placeholders, unsafe values."""
+
+    code = "TEMPLATE_INVALID"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message, field="templates", **details)
+
+
+# --- the manifest -------------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Placeholder(_Model):
+    name: str = Field(pattern=f"^{_NAME}$")
+    description: str
+    source: str = Field(pattern=f"^({_SOURCE})$")
+
+
+class CredentialSpec(_Model):
+    key: str = Field(pattern="^[a-z][a-z0-9_]*$")
+    name: str = Field(min_length=1)  # the n8n credential's name (what it is matched by)
+    type: str = Field(min_length=1)  # an n8n credential type, e.g. httpHeaderAuth
+    data: dict[str, str]  # its fields; values may hold placeholders
+
+
+class TemplateSpec(_Model):
+    id: str = Field(pattern="^[a-z][a-z0-9-]*$")
+    file: str = Field(pattern=r"^[A-Za-z0-9._-]+\.json$")
+    name: str = Field(min_length=1)  # the workflow's name (workflows are matched by it)
+    provider: str | None
+    integration: str
+    schedule: str
+    placeholders: list[Placeholder]
+    credentials: list[CredentialSpec] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TemplateSpec:
+        names = [p.name for p in self.placeholders]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.id}: placeholder names repeat")
+        keys = [c.key for c in self.credentials]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"{self.id}: credential keys repeat")
+        for placeholder in self.placeholders:
+            kind, _, key = placeholder.source.partition(":")
+            if kind == "credential" and key not in keys:
+                raise ValueError(f"{self.id}: {placeholder.name} names no credential {key!r}")
+        if TOKEN.search(self.name):
+            raise ValueError(f"{self.id}: the workflow name must be fixed")
+        return self
+
+    @property
+    def ref(self) -> str:
+        return f"{REF_PREFIX}{self.id}"
+
+    def load(self, directory: Path = TEMPLATES_DIR) -> dict[str, Any]:
+        try:
+            workflow = json.loads((directory / self.file).read_text())
+        except (OSError, ValueError) as exc:
+            raise TemplateError(f"template {self.id}: {self.file} is not readable JSON") from exc
+        if not isinstance(workflow, dict):
+            raise TemplateError(f"template {self.id}: {self.file} is not a workflow object")
+        return workflow
+
+
+class Manifest(_Model):
+    templates: list[TemplateSpec]
+
+    @model_validator(mode="after")
+    def _unique(self) -> Manifest:
+        for attr in ("id", "file", "name"):
+            values = [getattr(t, attr) for t in self.templates]
+            if len(set(values)) != len(values):
+                raise ValueError(f"template {attr}s must be unique")
+        return self
+
+    def get(self, template_id: str) -> TemplateSpec:
+        for spec in self.templates:
+            if spec.id == template_id:
+                return spec
+        raise TemplateError(f"no workflow template {template_id!r}", template=template_id)
+
+
+def load_manifest(directory: Path = TEMPLATES_DIR) -> Manifest:
+    return Manifest.model_validate_json((directory / MANIFEST).read_text())
+
+
+@cache
+def bundled_manifest() -> Manifest:
+    return load_manifest()
+
+
+def template_id(source: object) -> str | None:
+    """The manifest id of a ``manifest:<id>`` source, else None (a path or a workflow)."""
+    if isinstance(source, str) and source.startswith(REF_PREFIX):
+        return source.removeprefix(REF_PREFIX)
+    return None
+
+
+# --- validating and rendering -------------------------------------------------------------------
+
+
+def _strings(value: Any, where: str = "$") -> Iterator[tuple[str, str]]:
+    """Every string in a JSON structure (object keys included), with its path."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield f"{where}.{key}", str(key)
+            yield from _strings(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{where}[{index}]")
+
+
+def placeholders_in(value: Any) -> set[str]:
+    return {m for _, text in _strings(value) for m in TOKEN.findall(text)}
+
+
+def render(template: Any, values: Mapping[str, str]) -> Any:
+    """A copy of ``template`` (parsed JSON) with every ``__ZIXLY_NAME__`` replaced."""
+    used = placeholders_in(template)
+    missing = sorted(used - set(values))
+    if missing:
+        raise TemplateError(f"no value for placeholder(s): {', '.join(missing)}", missing=missing)
+
+    def text(value: str) -> str:
+        rendered = TOKEN.sub(lambda m: values[m.group(1)], value)
+        if rendered.startswith("=") and not value.startswith("="):
+            raise TemplateError("a placeholder value would turn into an n8n expression")
+        return rendered
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return text(value)
+        if isinstance(value, Mapping):
+            return {text(str(k)): walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        return value
+
+    return walk(template)
+
+
+def workflow_problems(workflow: Mapping[str, Any]) -> list[str]:
+    """What would stop n8n importing the export (the shape its public API accepts)."""
+    problems: list[str] = []
+    nodes = workflow.get("nodes")
+    if not isinstance(workflow.get("name"), str) or not workflow.get("name"):
+        problems.append("no name")
+    if not isinstance(nodes, list) or not nodes:
+        return [*problems, "no nodes"]
+    if not isinstance(workflow.get("connections"), dict):
+        problems.append("connections is not an object")
+    if not isinstance(workflow.get("settings", {}), dict):
+        problems.append("settings is not an object")
+    names: list[str] = []
+    for index, node in enumerate(nodes):
+        if not isinstance(node, dict):
+            problems.append(f"node {index} is not an object")
+            continue
+        for key, kind in (("name", str), ("type", str), ("parameters", dict)):
+            if not isinstance(node.get(key), kind):
+                problems.append(f"node {index}: {key} missing or not {kind.__name__}")
+        if not isinstance(node.get("typeVersion"), int | float):
+            problems.append(f"node {index}: no typeVersion")
+        position = node.get("position")
+        if not (isinstance(position, list) and len(position) == 2):
+            problems.append(f"node {index}: position is not [x, y]")
+        names.append(str(node.get("name")))
+    if len(set(names)) != len(names):
+        problems.append("node names repeat")
+    for source, outputs in dict(workflow.get("connections") or {}).items():
+        if source not in names:
+            problems.append(f"connection from unknown node {source!r}")
+        for kind in dict(outputs).values():
+            for branch in kind:
+                for target in branch or []:
+                    if target.get("node") not in names:
+                        problems.append(f"connection to unknown node {target.get('node')!r}")
+    return problems
+
+
+def template_problems(spec: TemplateSpec, workflow: Mapping[str, Any]) -> list[str]:
+    """The workflow against its manifest entry: shape, name, placeholders both ways."""
+    problems = workflow_problems(workflow)
+    if workflow.get("name") != spec.name:
+        problems.append(f"workflow name {workflow.get('name')!r} is not {spec.name!r}")
+    declared = {p.name for p in spec.placeholders}
+    used = placeholders_in(workflow) | placeholders_in([c.data for c in spec.credentials])
+    problems += [f"placeholder {n} is used but not declared" for n in sorted(used - declared)]
+    problems += [f"placeholder {n} is declared but not used" for n in sorted(declared - used)]
+    for where, value in _strings(workflow):
+        if value.startswith("=") and TOKEN.search(value):
+            problems.append(f"placeholder inside an n8n expression at {where}")
+    by_source = {p.name: p.source for p in spec.placeholders}
+    by_key = {c.key: c for c in spec.credentials}
+    for node in workflow.get("nodes") or []:
+        for kind, ref in dict(node.get("credentials") or {}).items():
+            match = TOKEN.fullmatch(str(ref.get("id", "")))
+            source = by_source.get(match.group(1), "") if match else ""
+            wanted = by_key.get(source.removeprefix("credential:"))
+            if wanted is not None and (kind, ref.get("name")) != (wanted.type, wanted.name):
+                problems.append(f"node {node.get('name')!r}: credential is not {wanted.name!r}")
+    for credential in spec.credentials:
+        for name in placeholders_in(credential.data):
+            if by_source.get(name, "").startswith("credential:"):
+                problems.append(f"credential {credential.key} uses a credential id ({name})")
+    return problems
+
+
+# --- values -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TenantValues:
+    """Where placeholder values come from for one tenant."""
+
+    tenant_id: uuid.UUID
+    slug: str
+    name: str
+    ingest_url: str | None = None
+    settings: Mapping[str, str] = field(default_factory=dict)
+
+    def source(self, source: str, credential_ids: Mapping[str, str]) -> str | None:
+        """The value of one source; None if it has none (yet)."""
+        kind, _, key = source.partition(":")
+        fixed = {
+            "tenant.id": str(self.tenant_id),
+            "tenant.slug": self.slug,
+            "tenant.name": self.name,
+            "zixly.ingest_url": self.ingest_url.rstrip("/") if self.ingest_url else None,
+        }
+        if source in fixed:
+            return fixed[source]
+        if kind == "credential":
+            return credential_ids.get(key)
+        if kind == "setting":
+            return self.settings.get(key)
+        return None  # secret: only where a credential is created (see deploy_templates)
+
+
+async def tenant_values(
+    session: AsyncSession, tenant_id: uuid.UUID, *, ingest_url: str | None = None
+) -> TenantValues:
+    query = select(_TENANTS.c.slug, _TENANTS.c.name).where(_TENANTS.c.id == tenant_id)
+    row = (await session.execute(query)).one()
+    return TenantValues(tenant_id, str(row.slug), str(row.name), ingest_url=ingest_url)
+
+
+def values_for(
+    spec: TemplateSpec,
+    tenant: TenantValues,
+    credential_ids: Mapping[str, str],
+    generated: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for placeholder in spec.placeholders:
+        kind, _, key = placeholder.source.partition(":")
+        value = (
+            (generated or {}).get(key)
+            if kind == "secret"
+            else tenant.source(placeholder.source, credential_ids)
+        )
+        if value is not None:
+            values[placeholder.name] = value
+    return values
+
+
+# --- deploying ----------------------------------------------------------------------------------
+
+
+async def _schema_check(
+    api: N8nClient, credential: CredentialSpec, data: Mapping[str, Any]
+) -> None:
+    """The credential's fields against the type's schema as the instance reports it."""
+    schema = await api.get_credential_schema(credential.type)
+    known = set(dict(schema.get("properties") or {}))
+    required = set(schema.get("required") or [])
+    unknown, absent = sorted(set(data) - known), sorted(required - set(data))
+    if unknown or absent:
+        raise TemplateError(
+            f"credential {credential.name!r} does not fit n8n's {credential.type} schema",
+            unknown=unknown,
+            missing=absent,
+        )
+
+
+async def deploy_templates(
+    api: N8nClient,
+    cookie: str,
+    specs: Sequence[TemplateSpec],
+    tenant: TenantValues,
+    directory: Path = TEMPLATES_DIR,
+) -> list[dict[str, Any]]:
+    """Create the credentials ``specs`` need (those missing by name and type) and return the
+    rendered workflows, ready for ``bootstrap_instance`` to create and activate."""
+    existing = {
+        (str(c.get("name")), str(c.get("type"))): str(c["id"])
+        for c in await api.list_credentials(cookie)
+    }
+    rendered: list[dict[str, Any]] = []
+    for spec in specs:
+        workflow = spec.load(directory)
+        problems = template_problems(spec, workflow)
+        if problems:
+            raise TemplateError(f"template {spec.id} is invalid", problems=problems)
+        ids: dict[str, str] = {}
+        for credential in spec.credentials:
+            found = existing.get((credential.name, credential.type))
+            if found is None:
+                generated = {
+                    p.source.partition(":")[2]: secrets.token_urlsafe(32)
+                    for p in spec.placeholders
+                    if p.source.startswith("secret:")
+                }
+                data = render(credential.data, values_for(spec, tenant, {}, generated))
+                await _schema_check(api, credential, data)
+                created = await api.create_credential(credential.name, credential.type, data)
+                found = existing[(credential.name, credential.type)] = str(created["id"])
+            ids[credential.key] = found
+        rendered.append(render(workflow, values_for(spec, tenant, ids)))
+    return rendered
