@@ -168,3 +168,26 @@ def test_dev_refuses_a_database_url_without_the_owner_url(
     )
     assert result.returncode == 2
     assert "ZIXLY_MIGRATIONS_DATABASE_URL is not" in result.stderr
+
+
+def test_a_killed_dev_leaves_a_stack_the_next_start_adopts_and_stops(tmp_path: Path) -> None:
+    """kill -9 leaves PostgreSQL running; the next `zixly dev` adopts it and Ctrl-C stops it."""
+    data_dir = tmp_path / "data"
+    port = _free_port()
+    process, _ = _start(data_dir, port)
+    process.kill()
+    process.communicate(timeout=30)
+    assert _postgres_running(data_dir)  # the orphan the next start must take over
+    process, output = _start(data_dir, port)
+    try:
+        viewer = TOKEN_LINE.findall(output)[3][2]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            body = http.post(
+                "/graphql",
+                json={"query": "{ me { role } }"},
+                headers={"Authorization": f"Bearer {viewer}"},
+            ).json()
+        assert body == {"data": {"me": {"role": "VIEWER"}}}
+    finally:
+        _stop(process)
+    assert not _postgres_running(data_dir)

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import psutil
+
 from zixly.db.bootstrap import ensure_roles_and_database
 
 DATABASE = "zixly"
@@ -33,6 +35,7 @@ def _asyncpg_url(role: str, socket_dir: str, database: str = DATABASE) -> str:
 class EmbeddedPostgres:
     def __init__(self, data_dir: Path) -> None:
         self.path = (data_dir / "pg").resolve()
+        self.owner_file = self.path.parent / "pg.owner"
         self._server: Any = None
         self._owned = False
 
@@ -47,12 +50,25 @@ class EmbeddedPostgres:
         from pgserver.utils import PostmasterInfo
 
         # pgserver's own reference count lives in a file that killed processes never
-        # clean, so we decide ourselves: whoever started the postmaster stops it.
+        # clean, so we decide ourselves: the process that started the postmaster (recorded
+        # in pg.owner) stops it; a postmaster whose owner died (kill -9) is adopted.
         running = PostmasterInfo.read_from_pgdata(self.path) if self.path.exists() else None
-        self._owned = not (running is not None and running.is_running())
+        alive = running is not None and running.is_running()
+        self._owned = not alive or not self._owner_alive()
         self._server = pgserver.get_server(self.path, cleanup_mode=None)
+        if self._owned:
+            me = psutil.Process()
+            self.owner_file.write_text(f"{me.pid} {me.create_time()}")
         uri: str = self._server.get_uri()
         return uri.split("host=", 1)[1].split("&", 1)[0]
+
+    def _owner_alive(self) -> bool:
+        try:
+            pid_text, created = self.owner_file.read_text().split()
+            owner = psutil.Process(int(pid_text))
+            return owner.is_running() and abs(owner.create_time() - float(created)) < 0.01
+        except (OSError, ValueError, psutil.Error):
+            return False
 
     @property
     def admin_dsn(self) -> str:
@@ -65,6 +81,8 @@ class EmbeddedPostgres:
         server, self._server = self._server, None
         if not self._owned:
             return
+        with contextlib.suppress(OSError):
+            self.owner_file.unlink()
         from pgserver._commands import pg_ctl
 
         try:
