@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
 from typing import Any
 
 import pydantic
@@ -72,16 +73,23 @@ class SyncEventBus:
     async def subscribe(self, tenant_id: uuid.UUID) -> AsyncGenerator[SyncEventMessage, None]:
         """The tenant's events from now on. Close the iterator (``aclosing``) to unsubscribe:
         that releases the pub/sub connection."""
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(channel(tenant_id))
-            async for raw in pubsub.listen():
-                if raw.get("type") != "message":
-                    continue
-                event = parse_message(raw["data"], tenant_id)
+        async with aclosing(messages(self.redis, channel(tenant_id), "sync event")) as raw:
+            async for data in raw:
+                event = parse_message(data, tenant_id)
                 if event is not None:
                     yield event
-        except RedisError as exc:
-            raise UnavailableError("the sync event stream was interrupted") from exc
-        finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def messages(redis: Redis, name: str, what: str) -> AsyncGenerator[Any, None]:
+    """The payloads published on channel ``name`` from now on (shared by every event stream).
+    Closing the iterator unsubscribes and releases the pub/sub connection."""
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    try:
+        await pubsub.subscribe(name)
+        async for raw in pubsub.listen():
+            if raw.get("type") == "message":
+                yield raw["data"]
+    except RedisError as exc:
+        raise UnavailableError(f"the {what} stream was interrupted") from exc
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from zixly.errors import UnavailableError
-from zixly.events import MAX_MESSAGE_BYTES
+from zixly.events import MAX_MESSAGE_BYTES, messages
 from zixly.logging import get_logger
 from zixly.provisioning.instances import EventKind, EventRecord, Step
 
@@ -86,16 +86,8 @@ async def subscribe(
 ) -> AsyncGenerator[InstanceEventMessage, None]:
     """The tenant's instance events from now on; close the iterator (``aclosing``) to
     release the pub/sub connection."""
-    pubsub = redis.pubsub(ignore_subscribe_messages=True)
-    try:
-        await pubsub.subscribe(channel(tenant_id))
-        async for raw in pubsub.listen():
-            if raw.get("type") != "message":
-                continue
-            event = parse_message(raw["data"], tenant_id)
+    async with aclosing(messages(redis, channel(tenant_id), "instance event")) as raw:
+        async for data in raw:
+            event = parse_message(data, tenant_id)
             if event is not None:
                 yield event
-    except RedisError as exc:
-        raise UnavailableError("the instance event stream was interrupted") from exc
-    finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
