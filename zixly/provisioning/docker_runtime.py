@@ -69,6 +69,7 @@ from zixly.provisioning.runtime import (
     InstanceSpec,
     RuntimeState,
     RuntimeStatus,
+    ThreadedRuntime,
 )
 
 MANAGED_LABEL = "zixly.managed"
@@ -111,7 +112,7 @@ def _explain(exc: docker.errors.APIError) -> str:
     return redact_text(str(exc.explanation or exc.status_code or "no details"))[:300]
 
 
-class DockerRuntime:
+class DockerRuntime(ThreadedRuntime):
     name = "docker"
 
     def __init__(
@@ -136,30 +137,9 @@ class DockerRuntime:
         self.ulimit = ulimit
 
     # --- InstanceRuntime ------------------------------------------------------------------------
-    async def create(self, spec: InstanceSpec) -> InstanceHandle:
-        return await asyncio.to_thread(self._create, spec)
-
-    async def start(self, handle: InstanceHandle) -> RuntimeStatus:
-        return await asyncio.to_thread(self._start, self._name(handle))
-
-    async def stop(self, handle: InstanceHandle, *, grace: float = 10.0) -> RuntimeStatus:
-        return await asyncio.to_thread(self._stop, self._name(handle), grace)
-
-    async def remove(self, handle: InstanceHandle, *, keep_data: bool = False) -> None:
-        await asyncio.to_thread(self._remove, self._name(handle), keep_data)
-
-    async def inspect(self, handle: InstanceHandle) -> RuntimeStatus:
-        return await asyncio.to_thread(self._inspect, self._name(handle))
-
-    async def logs(self, handle: InstanceHandle, tail: int = 100) -> list[str]:
-        return await asyncio.to_thread(self._logs, self._name(handle), tail)
-
-    async def list_managed(self) -> list[InstanceHandle]:
-        return await asyncio.to_thread(self._list_managed)
-
     async def health(self, handle: InstanceHandle) -> str | None:
         """The engine's healthcheck status (display only: see the module docstring)."""
-        return await asyncio.to_thread(self._health, self._name(handle))
+        return await asyncio.to_thread(self._health, self._key(handle))
 
     # --- names ----------------------------------------------------------------------------------
     def container_name(self, slug: str) -> str:
@@ -171,7 +151,7 @@ class DockerRuntime:
     def volume_name(self, slug: str) -> str:
         return f"{self.prefix}n8n-{slug}"
 
-    def _name(self, handle: InstanceHandle) -> str:
+    def _key(self, handle: InstanceHandle) -> str:
         slug = handle.instance_id.removeprefix(self.container_name(""))
         if handle.runtime != self.name or slug == handle.instance_id or not _SLUG.match(slug):
             raise InstanceNotFoundError(f"not a docker-runtime instance: {handle.instance_id!r}")

@@ -23,7 +23,6 @@ limits.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -51,6 +50,7 @@ from zixly.provisioning.runtime import (
     ResourceLimits,
     RuntimeState,
     RuntimeStatus,
+    ThreadedRuntime,
 )
 
 LISTEN_ADDRESS = "127.0.0.1"
@@ -77,7 +77,7 @@ def installed_only(version: str) -> N8nDistribution:
     return ensure_n8n(version, install=False)
 
 
-class ProcessRuntime:
+class ProcessRuntime(ThreadedRuntime):
     name = "process"
 
     def __init__(
@@ -89,32 +89,11 @@ class ProcessRuntime:
         self._children_guard = threading.Lock()
 
     # --- InstanceRuntime ------------------------------------------------------------------------
-    async def create(self, spec: InstanceSpec) -> InstanceHandle:
-        return await asyncio.to_thread(self._create, spec)
-
-    async def start(self, handle: InstanceHandle) -> RuntimeStatus:
-        return await asyncio.to_thread(self._start, self._id(handle))
-
-    async def stop(self, handle: InstanceHandle, *, grace: float = 10.0) -> RuntimeStatus:
-        return await asyncio.to_thread(self._stop, self._id(handle), grace)
-
-    async def remove(self, handle: InstanceHandle, *, keep_data: bool = False) -> None:
-        await asyncio.to_thread(self._remove, self._id(handle), keep_data)
-
-    async def inspect(self, handle: InstanceHandle) -> RuntimeStatus:
-        return await asyncio.to_thread(self._inspect, self._id(handle))
-
-    async def logs(self, handle: InstanceHandle, tail: int = 100) -> list[str]:
-        return await asyncio.to_thread(self._logs, self._id(handle), tail)
-
-    async def list_managed(self) -> list[InstanceHandle]:
-        return await asyncio.to_thread(self._list_managed)
-
     # --- paths and files ------------------------------------------------------------------------
     def instance_dir(self, instance_id: str) -> Path:
         return self.root / instance_id
 
-    def _id(self, handle: InstanceHandle) -> str:
+    def _key(self, handle: InstanceHandle) -> str:
         if handle.runtime != self.name or not _INSTANCE_ID.match(handle.instance_id):
             raise InstanceNotFoundError(f"not a process-runtime instance: {handle.instance_id!r}")
         return handle.instance_id

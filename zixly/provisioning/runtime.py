@@ -7,6 +7,7 @@ Operations are idempotent: starting a running instance or removing a missing one
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -96,3 +97,59 @@ class InstanceRuntime(Protocol):
     async def logs(self, handle: InstanceHandle, tail: int = 100) -> list[str]: ...
 
     async def list_managed(self) -> list[InstanceHandle]: ...
+
+
+class ThreadedRuntime:
+    """The async ``InstanceRuntime`` over a runtime whose work is blocking (processes and
+    files, the docker SDK): each call runs its synchronous ``_method`` in a worker thread.
+
+    Subclasses implement ``_key`` (a handle to the runtime's own instance id, refusing
+    handles of other runtimes) and the ``_create`` ... ``_list_managed`` methods.
+    """
+
+    name: str
+
+    def _key(self, handle: InstanceHandle) -> str:
+        raise NotImplementedError
+
+    def _create(self, spec: InstanceSpec) -> InstanceHandle:
+        raise NotImplementedError
+
+    def _start(self, key: str) -> RuntimeStatus:
+        raise NotImplementedError
+
+    def _stop(self, key: str, grace: float) -> RuntimeStatus:
+        raise NotImplementedError
+
+    def _remove(self, key: str, keep_data: bool) -> None:
+        raise NotImplementedError
+
+    def _inspect(self, key: str) -> RuntimeStatus:
+        raise NotImplementedError
+
+    def _logs(self, key: str, tail: int) -> list[str]:
+        raise NotImplementedError
+
+    def _list_managed(self) -> list[InstanceHandle]:
+        raise NotImplementedError
+
+    async def create(self, spec: InstanceSpec) -> InstanceHandle:
+        return await asyncio.to_thread(self._create, spec)
+
+    async def start(self, handle: InstanceHandle) -> RuntimeStatus:
+        return await asyncio.to_thread(self._start, self._key(handle))
+
+    async def stop(self, handle: InstanceHandle, *, grace: float = 10.0) -> RuntimeStatus:
+        return await asyncio.to_thread(self._stop, self._key(handle), grace)
+
+    async def remove(self, handle: InstanceHandle, *, keep_data: bool = False) -> None:
+        await asyncio.to_thread(self._remove, self._key(handle), keep_data)
+
+    async def inspect(self, handle: InstanceHandle) -> RuntimeStatus:
+        return await asyncio.to_thread(self._inspect, self._key(handle))
+
+    async def logs(self, handle: InstanceHandle, tail: int = 100) -> list[str]:
+        return await asyncio.to_thread(self._logs, self._key(handle), tail)
+
+    async def list_managed(self) -> list[InstanceHandle]:
+        return await asyncio.to_thread(self._list_managed)
