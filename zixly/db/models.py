@@ -23,6 +23,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     Numeric,
     Text,
     UniqueConstraint,
@@ -145,6 +146,9 @@ class Financial(Base):
     )
     external_id: Mapped[str | None] = mapped_column(Text)
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
+    source_workflow_id: Mapped[str | None] = mapped_column(Text)
+    source_execution_id: Mapped[str | None] = mapped_column(Text)
+    ingested_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = _created()
     __table_args__ = (
         _client_fk("financials"),
@@ -176,6 +180,9 @@ class LeadEvent(Base):
     )
     external_id: Mapped[str | None] = mapped_column(Text)
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
+    source_workflow_id: Mapped[str | None] = mapped_column(Text)
+    source_execution_id: Mapped[str | None] = mapped_column(Text)
+    ingested_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = _created()
     __table_args__ = (
         _client_fk("lead_events"),
@@ -208,6 +215,9 @@ class CustomMetric(Base):
     )
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
     embedding: Mapped[Any | None] = mapped_column(Vector(EMBEDDING_DIMENSIONS))
+    source_workflow_id: Mapped[str | None] = mapped_column(Text)
+    source_execution_id: Mapped[str | None] = mapped_column(Text)
+    ingested_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = _created()
     __table_args__ = (
         _client_fk("custom_metrics"),
@@ -249,6 +259,13 @@ class Integration(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
     last_sync_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    consecutive_failures: Mapped[int] = mapped_column(
+        Integer, nullable=False, server_default=text("0")
+    )
+    last_checked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_failure_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_execution_id: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _created()
     __table_args__ = (
@@ -264,6 +281,9 @@ class Integration(Base):
         CheckConstraint(
             r"refresh_token_ciphertext IS NULL OR refresh_token_ciphertext ~ '^v1\.[A-Za-z0-9_-]+\.'",
             name="integrations_refresh_token_is_ciphertext",
+        ),
+        CheckConstraint(
+            "consecutive_failures >= 0", name="integrations_consecutive_failures_nonnegative"
         ),
     )
 
@@ -342,6 +362,9 @@ class N8nInstance(Base):
     owner_password_ciphertext: Mapped[str | None] = mapped_column(Text)
     api_key_ciphertext: Mapped[str | None] = mapped_column(Text)
     owner_email: Mapped[str | None] = mapped_column(Text)
+    monitor_cursor: Mapped[int | None] = mapped_column(BigInteger)
+    monitor_checked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    monitor_error: Mapped[str | None] = mapped_column(Text)
     lock_version: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _created()
@@ -526,5 +549,39 @@ class AlertDelivery(Base):
             "alert_deliveries_pending_idx",
             "next_attempt_at",
             postgresql_where=text("status = 'PENDING'"),
+        ),
+    )
+
+
+# --- ingest tokens (migration 0004) -------------------------------------------------------------
+
+
+class IngestToken(Base):
+    """A token a tenant's workflows present to the ingest endpoint: its SHA-256 only."""
+
+    __tablename__ = "ingest_tokens"
+    id: Mapped[uuid.UUID] = _pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    prefix: Mapped[str] = mapped_column(Text, nullable=False)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_by: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    created_at: Mapped[dt.datetime] = _created()
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "id", name="ingest_tokens_tenant_id_id_key"),
+        UniqueConstraint("token_hash", name="ingest_tokens_token_hash_key"),
+        CheckConstraint("octet_length(token_hash) = 32", name="ingest_tokens_hash_is_sha256"),
+        CheckConstraint(
+            "char_length(name) BETWEEN 1 AND 100", name="ingest_tokens_name_length"
+        ),
+        Index(
+            "ingest_tokens_tenant_name_live",
+            "tenant_id",
+            "name",
+            unique=True,
+            postgresql_where=text("revoked_at IS NULL"),
         ),
     )

@@ -53,7 +53,10 @@ MANIFEST = "manifest.json"
 REF_PREFIX = "manifest:"
 TOKEN = re.compile(r"__ZIXLY_([A-Z][A-Z0-9_]*?)__")
 _NAME = r"[A-Z][A-Z0-9_]*"
-_SOURCE = r"tenant\.(id|slug|name)|zixly\.ingest_url|(credential|secret|setting):[a-z][a-z0-9_]*"
+_SOURCE = (
+    r"tenant\.(id|slug|name)|zixly\.ingest_url|ingest:token"
+    r"|(credential|secret|setting|provider|integration):[a-z][a-z0-9_]*"
+)
 _TENANTS = cast(Table, Tenant.__table__)
 
 
@@ -93,6 +96,9 @@ class TemplateSpec(_Model):
     provider: str | None
     integration: str
     schedule: str
+    # The schedule trigger's period: the sync-health monitor calls an integration STALE when
+    # no run succeeded within twice this (None: not monitored for staleness).
+    interval_minutes: int | None = Field(default=None, gt=0)
     placeholders: list[Placeholder]
     credentials: list[CredentialSpec] = []
 
