@@ -178,12 +178,12 @@ async def live_server(services: Services) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def served(services: Services) -> AsyncIterator[str]:
-    """Serve an app over ``services`` with a real uvicorn on a free loopback port."""
+async def served(services: Services, *, port: int = 0) -> AsyncIterator[str]:
+    """Serve an app over ``services`` with a real uvicorn on a loopback port (0: a free one)."""
     config = uvicorn.Config(
         create_app(services),
         host="127.0.0.1",
-        port=0,
+        port=port,
         ws="websockets-sansio",
         lifespan="off",
         log_config=None,

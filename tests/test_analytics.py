@@ -642,7 +642,17 @@ async def test_integrations_expose_no_token_material(
         headers=world.headers(tenant.viewer),
     )
     fields = {f["name"] for f in body["data"]["__type"]["fields"]}
-    assert fields == {"provider", "status", "lastSyncAt", "expiresAt"}
+    assert fields == {
+        "provider",
+        "status",
+        "lastSyncAt",
+        "expiresAt",
+        # sync health (zixly.monitor); lastError is stored scrubbed of credentials
+        "consecutiveFailures",
+        "lastCheckedAt",
+        "lastFailureAt",
+        "lastError",
+    }
     body = await gql(
         client,
         "{ integrations { accessTokenCiphertext } }",

@@ -11,9 +11,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
+from tests.au_rules_reference import evaluate, load_vectors
 from zixly.errors import ValidationError
 from zixly.n8n_nodes import (
     IdentifierResult,
@@ -29,7 +31,6 @@ from zixly.n8n_nodes import (
     Scale,
     SuperRuleUnavailableError,
     TfnSubstitute,
-    UnsupportedScaleError,
     bas_gst_summary,
     gst_from_exclusive,
     gst_from_inclusive,
@@ -329,7 +330,7 @@ def test_bas_rejects_a_negative_line() -> None:
     assert raised.value.field == "sales[1]"
 
 
-# --- PAYG withholding, Schedule 1 scale 2, from 1 July 2024 (doc) -------------------------
+# --- PAYG withholding, Schedule 1, from 1 July 2024 (doc) ---------------------------------
 
 
 @pytest.mark.parametrize(
@@ -369,11 +370,38 @@ def test_other_periods_convert_as_the_ato_says(
     assert withholding(earnings, period) == withheld
 
 
-def test_scale_1_is_refused_until_its_coefficients_are_sourced() -> None:
-    with pytest.raises(UnsupportedScaleError) as raised:
-        withholding("1000", Period.WEEKLY, Scale.NO_TAX_FREE_THRESHOLD)
-    assert isinstance(raised.value, NotImplementedError)
-    assert raised.value.extensions == {"code": "NOT_IMPLEMENTED", "scale": 1}
+# --- PAYG scale 1 (tax-free threshold not claimed), coefficients from the ATO page of
+# 16 June 2024 (see payg.py). Worked by hand from those coefficients; the published sample
+# data for both scales are in the shared vectors below.
+
+
+@pytest.mark.parametrize(
+    ("earnings", "period", "withheld"),
+    [
+        ("0", Period.WEEKLY, 0),  # 0.16 x 0.99 - 0.16 = -0.0016: nothing (not "-0")
+        ("1000", Period.WEEKLY, 255),  # 0.3227 x 1000.99 - 68.2367 = 254.78 -> 255
+        ("400", Period.WEEKLY, 76),  # 0.1890 x 400.99 + 0.6702 = 76.46 -> 76 (b is negative)
+        ("2000", Period.FORTNIGHTLY, 510),  # 1000/wk -> 255 x 2
+        ("4333.33", Period.MONTHLY, 1105),  # +1c -> 1000/wk -> 255 x 13/3 = 1105
+        ("13000", Period.QUARTERLY, 3315),  # 1000/wk -> 255 x 13
+        ("5000", Period.WEEKLY, 1863),  # 0.47 x 5000.99 - 487.2587 = 1863.20 -> 1863
+    ],
+)
+def test_scale_1(earnings: str, period: Period, withheld: int) -> None:
+    assert withholding(earnings, period, Scale.NO_TAX_FREE_THRESHOLD) == withheld
+
+
+def test_scale_1_withholds_more_than_scale_2() -> None:
+    for dollars in range(0, 4000, 7):
+        scale_1 = weekly_withholding(str(dollars), Scale.NO_TAX_FREE_THRESHOLD)
+        assert scale_1 >= weekly_withholding(str(dollars), Scale.TAX_FREE_THRESHOLD)
+
+
+@pytest.mark.parametrize(("period", "scale"), [("yearly", 2), (Period.WEEKLY, 3)])
+def test_unknown_period_or_scale_is_a_typed_error(period: object, scale: object) -> None:
+    with pytest.raises(ValidationError) as raised:
+        withholding("1000", period, scale)  # type: ignore[arg-type]
+    assert raised.value.extensions["field"] in {"period", "scale"}
 
 
 def test_withholding_rejects_bad_earnings() -> None:
@@ -449,3 +477,31 @@ def test_no_quarterly_due_date_under_payday_super() -> None:
     with pytest.raises(SuperRuleUnavailableError) as raised:
         quarterly_due_date(dt.date(2026, 7, 1))
     assert raised.value.extensions["code"] == "VALIDATION_ERROR"
+
+
+# --- the shared published vectors (tests/au_rules_vectors.json; the n8n node test uses the
+# same file): the Python library must give every published value, and refuse every invalid
+# input with the same field (and reason) the node reports.
+
+_VECTORS = load_vectors()
+
+
+@pytest.mark.parametrize("vector", _VECTORS["vectors"], ids=lambda v: v["id"])
+def test_published_vector(vector: dict[str, Any]) -> None:
+    assert vector["source"] in _VECTORS["sources"]
+    answer = evaluate(vector["op"], vector["input"])
+    assert {key: answer[key] for key in vector["expected"]} == vector["expected"]
+
+
+@pytest.mark.parametrize("vector", _VECTORS["invalid"], ids=lambda v: v["id"])
+def test_invalid_vector_is_refused(vector: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError) as raised:
+        evaluate(vector["op"], vector["input"])
+    assert raised.value.extensions["field"] == vector["error"]["field"]
+    if "reason" in vector["error"]:
+        assert raised.value.extensions["reason"] == vector["error"]["reason"]
+
+
+def test_every_vector_source_is_used() -> None:
+    used = {v["source"] for v in _VECTORS["vectors"]}
+    assert used == set(_VECTORS["sources"])

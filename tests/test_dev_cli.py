@@ -28,7 +28,12 @@ def _free_port() -> int:
 
 
 def _start(
-    data_dir: Path, port: int, servers: dict[str, str] | None = None
+    data_dir: Path,
+    port: int,
+    servers: dict[str, str] | None = None,
+    *,
+    args: tuple[str, ...] = (),
+    within: float = 120,
 ) -> tuple[subprocess.Popen[str], str]:
     env = {
         **os.environ,
@@ -41,7 +46,7 @@ def _start(
         env.pop(key, None)
     env.update(servers or {})
     process = subprocess.Popen(
-        [sys.executable, "-m", "zixly.cli", "dev"],
+        [sys.executable, "-m", "zixly.cli", "dev", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -49,7 +54,7 @@ def _start(
     )
     assert process.stdout is not None
     output = ""
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + within
     while "Zixly is up" not in output:
         line = process.stdout.readline()
         if not line:

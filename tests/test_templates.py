@@ -5,12 +5,14 @@ from __future__ import annotations
 import copy
 import json
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from zixly.errors import ValidationError
+from zixly.integrations.registry import provider
 from zixly.provisioning.lifecycle import load_templates, template_sources
 from zixly.provisioning.templates import (
     MANIFEST,
@@ -20,9 +22,11 @@ from zixly.provisioning.templates import (
     load_manifest,
     placeholders_in,
     render,
+    schedule_periods,
     template_problems,
     values_for,
 )
+from zixly.settings import Settings
 
 MANIFEST_SPECS = load_manifest().templates
 
@@ -117,3 +121,132 @@ def test_instances_refer_to_manifest_templates_by_id(tmp_path: Path) -> None:
         template_sources(["manifest:nope"])
     with pytest.raises(ValidationError, match="unique"):
         load_templates(["manifest:zixly-heartbeat", {"name": "Zixly: heartbeat"}])
+
+
+# --- the provider templates (Xero, HubSpot, Asana, Shopify) --------------------------------------
+
+PROVIDER_SPECS = [s for s in MANIFEST_SPECS if s.provider is not None]
+INGEST_KINDS = {
+    "xero-profit-and-loss": "financials",
+    "hubspot-deals": "lead-events",
+    "asana-task-completion": "custom-metrics",
+    "shopify-orders": "custom-metrics",
+}
+
+
+def test_there_is_a_template_per_data_provider() -> None:
+    assert {s.id: s.provider for s in PROVIDER_SPECS} == {
+        "xero-profit-and-loss": "xero",
+        "hubspot-deals": "hubspot",
+        "asana-task-completion": "asana",
+        "shopify-orders": "shopify",
+    }
+    assert all(s.integration == s.provider and s.name.startswith("Zixly: ") for s in PROVIDER_SPECS)
+
+
+@pytest.mark.parametrize("spec", PROVIDER_SPECS, ids=lambda s: s.id)
+def test_provider_templates_follow_the_contracts(spec: Any) -> None:
+    """C2 (provider:<name>), C3 (the provider token credential from integration:<name>),
+    C4 (webhook, schedule, interval), C1 (the ingest kind, the ingest token credential)."""
+    workflow = spec.load()
+    sources = {p.source: p.name for p in spec.placeholders}
+    assert {f"provider:{spec.provider}", f"integration:{spec.provider}", "ingest:token"} <= set(
+        sources
+    )
+    by_key = {c.key: c for c in spec.credentials}
+    token = f"__ZIXLY_{sources[f'integration:{spec.provider}']}__"
+    header = "X-Shopify-Access-Token" if spec.provider == "shopify" else "Authorization"
+    value = token if spec.provider == "shopify" else f"Bearer {token}"
+    assert by_key["provider"].data == {"name": header, "value": value}
+    assert by_key["ingest"].name == "Zixly ingest token"
+    assert schedule_periods(workflow) == [spec.interval_minutes]
+    nodes = {n["name"]: n for n in workflow["nodes"]}
+    post = nodes["Post to Zixly"]["parameters"]
+    assert post["url"] == f"__ZIXLY_INGEST_URL__/{INGEST_KINDS[spec.id]}"
+    # The provider call never throws on a status: a 429 reaches Collect, which asks the
+    # Wait node for the provider's Retry-After.
+    [call] = [n for n in workflow["nodes"] if n["name"].startswith("Call ")]
+    assert call["parameters"]["options"]["response"]["response"] == {
+        "fullResponse": True,
+        "neverError": True,
+    }
+    assert nodes["Wait as asked"]["parameters"] == {
+        "amount": "={{ $json.wait }}",
+        "unit": "seconds",
+    }
+    assert workflow["connections"]["Wait as asked"]["main"][0][0]["node"] == "Requests"
+    assert "5000" in nodes["Transform"]["parameters"]["jsCode"]  # batches of at most 5,000
+
+
+def hubspot() -> tuple[Any, dict[str, Any]]:
+    spec = next(s for s in MANIFEST_SPECS if s.id == "hubspot-deals")
+    return spec, spec.load()
+
+
+def test_the_checks_catch_broken_provider_templates() -> None:
+    spec, workflow = hubspot()
+    broken = copy.deepcopy(workflow)
+    nodes = {n["name"]: n for n in broken["nodes"]}
+    nodes["On demand"]["parameters"]["path"] = "hubspot"
+    nodes["Every 6 hours"]["parameters"]["rule"]["interval"][0]["hoursInterval"] = 12
+    nodes["Call HubSpot"]["credentials"]["httpHeaderAuth"]["id"] = "17"
+    assert template_problems(spec, broken) == [
+        "placeholder HUBSPOT_CREDENTIAL_ID is declared but not used",
+        "node 'Call HubSpot': credential id is not a credential:<key> placeholder",
+        "credential provider is declared but no node uses it",
+        "no POST webhook trigger with path 'zixly-hubspot-deals'",
+        "interval_minutes 360 does not match the schedule trigger (minutes: 720)",
+    ]
+    cron = copy.deepcopy(workflow)
+    rule = {n["name"]: n for n in cron["nodes"]}["Every 6 hours"]["parameters"]["rule"]
+    rule["interval"] = [{"field": "cronExpression", "expression": "0 */6 * * *"}]
+    assert template_problems(spec, cron) == [
+        "interval_minutes 360 does not match the schedule trigger (minutes: not fixed)"
+    ]
+    get = copy.deepcopy(workflow)
+    {n["name"]: n for n in get["nodes"]}["On demand"]["parameters"]["httpMethod"] = "GET"
+    assert template_problems(spec, get) == [
+        "no POST webhook trigger with path 'zixly-hubspot-deals'"
+    ]
+    twice = copy.deepcopy(workflow)
+    trigger = copy.deepcopy({n["name"]: n for n in twice["nodes"]}["Every 6 hours"])
+    twice["nodes"].append({**trigger, "name": "Also hourly", "id": "x"})
+    assert template_problems(spec, twice) == [
+        "interval_minutes 360 does not match the schedule trigger (minutes: 360, 360)"
+    ]
+    expression = copy.deepcopy(workflow)
+    settings = {n["name"]: n for n in expression["nodes"]}["Settings"]["parameters"]
+    settings["assignments"]["assignments"][0]["value"] = "={{ '__ZIXLY_HUBSPOT_API__' }}"
+    assert template_problems(spec, expression) == [
+        "placeholder inside an n8n expression at "
+        "$.nodes[2].parameters.assignments.assignments[0].value"
+    ]
+
+
+def test_provider_urls_render_from_the_overrides_or_the_providers_host() -> None:
+    spec = next(s for s in MANIFEST_SPECS if s.id == "shopify-orders")
+    tenant = TenantValues(uuid.UUID(int=7), "acme", "Acme", ingest_url="https://z.example/in")
+    ids = {"provider": "c-1", "ingest": "c-2"}
+    # No shop known yet (not connected): the URL has no value, and rendering says so.
+    with pytest.raises(TemplateError) as caught:
+        render(spec.load(), values_for(spec, tenant, ids))
+    assert caught.value.details["missing"] == ["SHOPIFY_API"]
+    shop = replace(tenant, provider_params={"shopify": {"shop": "acme-au"}})
+    rendered = render(spec.load(), values_for(spec, shop, ids))
+    settings = {n["name"]: n for n in rendered["nodes"]}["Settings"]["parameters"]
+    assert settings["assignments"]["assignments"][0]["value"] == "https://acme-au.myshopify.com"
+    sandboxed = replace(shop, provider_base_urls={"shopify": "http://127.0.0.1:9/shopify/"})
+    assert sandboxed.source("provider:shopify", {}) == "http://127.0.0.1:9/shopify"
+    assert tenant.source("provider:xero", {}) == "https://api.xero.com"
+    assert tenant.source("provider:hubspot", {}) == "https://api.hubapi.com"
+    assert tenant.source("provider:asana", {}) == "https://app.asana.com"
+    assert tenant.source("provider:nope", {}) is None
+
+
+def test_the_registry_gives_each_providers_api_url() -> None:
+    plain = Settings(provider_base_urls={})
+    assert provider("xero").api_url(plain) == "https://api.xero.com"
+    assert provider("shopify").api_url(plain, shop="acme") == "https://acme.myshopify.com"
+    sandboxed = Settings(provider_base_urls={"xero": "http://sb/xero/"})
+    assert provider("xero").api_url(sandboxed) == "http://sb/xero"
+    assert provider("xero").token_url(sandboxed) == "http://sb/xero/connect/token"

@@ -219,3 +219,16 @@ async def test_refresh_expiring_refreshes_only_those_in_the_window(rig: Rig, wor
     assert later not in results
     assert rig.sandbox.calls[later_token] == 0
     assert (await rig.stored(reusable)).refresh_token != reusable_token
+
+
+async def test_a_refresh_leaves_the_sync_status_alone(rig: Rig, world: World) -> None:
+    """A refresh proves the grant, not the sync: a STALE integration stays STALE until the
+    monitor sees a successful run (otherwise every refresh would flap STALE -> ACTIVE)."""
+    _, row_id, _ = await rig.integration(world)
+    await rig.owner.execute("UPDATE integrations SET status = 'STALE' WHERE id = $1", row_id)
+
+    assert await rig.refresher.refresh_integration(row_id) == "refreshed"
+
+    stored = await rig.stored(row_id)
+    assert stored.status == "STALE"
+    assert stored.access_token is not None and stored.access_token.reveal() != "old-access"

@@ -24,7 +24,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     settings = get_settings()
     if args.port is not None:
         settings = settings.model_copy(update={"port": args.port})
-    return asyncio.run(run_dev(settings, console))
+    return asyncio.run(run_dev(settings, console, demo=args.demo, sandbox_port=args.sandbox_port))
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
@@ -71,12 +71,32 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sandbox(args: argparse.Namespace) -> int:
+    from zixly.sandbox.server import run_sandbox
+
+    return run_sandbox(
+        args.port, args.seed, lambda line: print(line, flush=True), tokens=args.tokens
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zixly", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     dev = sub.add_parser("dev", help="run the whole stack on this machine (embedded default)")
     dev.add_argument("--port", type=int, default=None, help="HTTP port (default ZIXLY_PORT)")
+    dev.add_argument(
+        "--demo",
+        action="store_true",
+        help="also run the provider sandbox, a worker and the demo tenant's n8n pulling "
+        "sandbox data into the dashboards",
+    )
+    dev.add_argument(
+        "--sandbox-port",
+        type=int,
+        default=None,
+        help="the sandbox's port with --demo (default: the HTTP port + 1)",
+    )
     dev.set_defaults(func=_cmd_dev)
 
     token = sub.add_parser("token", help="mint a dev token (HS256, Zixly's own key)")
@@ -108,6 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--tenant", action="append", default=[], help="only this tenant id (repeatable)"
     )
     reconcile.set_defaults(func=_cmd_reconcile)
+
+    sandbox = sub.add_parser(
+        "sandbox",
+        help="serve the provider sandbox (Xero, HubSpot, Asana, Shopify: OAuth and data APIs) "
+        "on 127.0.0.1 and print its URL",
+    )
+    sandbox.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
+    sandbox.add_argument("--seed", type=int, default=7, help="seed of the generated data")
+    sandbox.add_argument(
+        "--tokens", action="store_true", help="also print day-long access tokens to try it"
+    )
+    sandbox.set_defaults(func=_cmd_sandbox)
     return parser
 
 

@@ -7,6 +7,7 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 import uvicorn
@@ -136,42 +137,120 @@ def _print_tokens(settings: Settings, console: Console) -> None:
         console.print(token, soft_wrap=True, highlight=False)
 
 
-async def run_dev(settings: Settings, console: Console) -> int:
+async def run_dev(
+    settings: Settings, console: Console, *, demo: bool = False, sandbox_port: int | None = None
+) -> int:
+    """``zixly dev`` (``demo``: plus the provider sandbox, an in-process worker and the demo
+    tenant's n8n pulling sandbox data, see ``zixly.demo``)."""
+    configure_logging(settings.log_level, settings.log_json)
+    async with contextlib.AsyncExitStack() as stack:
+        with console.status("starting PostgreSQL + pgvector and Redis"):
+            endpoints = await stack.enter_async_context(running_stack(settings))
+        await prepare_database(settings, console, seed=True, endpoints=endpoints)
+        if demo:
+            settings = await _demo_settings(settings, console, stack, sandbox_port)
+        return await _serve(settings, console, endpoints, stack, demo=demo)
+    raise AssertionError("unreachable")  # pragma: no cover (the stack does not swallow)
+
+
+async def _demo_settings(
+    settings: Settings,
+    console: Console,
+    stack: contextlib.AsyncExitStack,
+    sandbox_port: int | None,
+) -> Settings:
+    from zixly import demo
+    from zixly.provisioning.commands import install_n8n
+
+    if settings.n8n_runtime != "process":
+        raise ZixlyError("zixly dev --demo runs the demo tenant's n8n as a local process")
+    await asyncio.to_thread(install_n8n, settings.n8n_version, console)
+    port = sandbox_port if sandbox_port is not None else settings.port + 1
+    sandbox = await stack.enter_async_context(demo.sandbox_for_demo(port))
+    console.print(f"provider sandbox (Xero, HubSpot, Asana, Shopify) at {sandbox.url}")
+    return demo.demo_settings(settings, sandbox)
+
+
+async def _serve(
+    settings: Settings,
+    console: Console,
+    endpoints: Endpoints,
+    stack: contextlib.AsyncExitStack,
+    *,
+    demo: bool,
+) -> int:
     from zixly.http.app import create_app
     from zixly.services import Services
 
-    configure_logging(settings.log_level, settings.log_json)
-    with console.status("starting PostgreSQL + pgvector and Redis"):
-        stack_cm = running_stack(settings)
-        endpoints = await stack_cm.__aenter__()
-    try:
-        await prepare_database(settings, console, seed=True, endpoints=endpoints)
-        services = Services.build(
-            settings, database_url=endpoints.database_url, redis_url=endpoints.redis_url
-        )
-        app = create_app(services)
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            lifespan="on",
-            ws="websockets-sansio",
-        )
-        server = _Server(config)
-        serve = asyncio.create_task(server.serve())
-        while not server.started and not serve.done():
-            await asyncio.sleep(0.05)
-        if serve.done():
-            await serve
-            return 1
-        _print_tokens(settings, console)
-        console.print(f"[bold green]Zixly is up.[/] GraphiQL: {settings.base_url}/graphql")
-        console.print(
-            f"Health: {settings.base_url}/readyz   Metrics: {settings.base_url}/metrics   "
-            f"Data: {settings.data_dir.resolve()}   Ctrl-C stops everything."
-        )
+    services = Services.build(
+        settings, database_url=endpoints.database_url, redis_url=endpoints.redis_url
+    )
+    stack.push_async_callback(services.close)
+    config = uvicorn.Config(
+        create_app(services),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="on",
+        ws="websockets-sansio",
+    )
+    server = _Server(config)
+    serve = asyncio.create_task(server.serve())
+    while not server.started and not serve.done():
+        await asyncio.sleep(0.05)
+    if serve.done():
         await serve
-        return 0
-    finally:
-        await stack_cm.__aexit__(None, None, None)
+        return 1
+    if demo:
+        try:
+            await _start_demo(settings, console, endpoints, stack, services, server)
+        except BaseException:
+            server.should_exit = True
+            await serve
+            raise
+    _print_tokens(settings, console)
+    console.print(f"[bold green]Zixly is up.[/] GraphiQL: {settings.base_url}/graphql")
+    console.print(
+        f"Health: {settings.base_url}/readyz   Metrics: {settings.base_url}/metrics   "
+        f"Data: {settings.data_dir.resolve()}   Ctrl-C stops everything."
+    )
+    await serve
+    return 0
+
+
+async def _start_demo(
+    settings: Settings,
+    console: Console,
+    endpoints: Endpoints,
+    stack: contextlib.AsyncExitStack,
+    services: Any,
+    server: uvicorn.Server,
+) -> None:
+    """The worker, the demo tenant's n8n and its data; on the way out the instance is
+    stopped (its data stays for the next start)."""
+    from zixly import demo
+
+    await stack.enter_async_context(demo.in_process_worker(settings, endpoints))
+    tenant = await demo.demo_tenant(services)
+    stack.push_async_callback(demo.stop_instance, settings, services, tenant.tenant_id)
+    task = asyncio.create_task(demo.run_demo(settings, services, console, tenant))
+    while not task.done():  # Ctrl-C while the demo is still setting up stops it too
+        if server.should_exit:
+            task.cancel()
+        await asyncio.wait({task}, timeout=0.2)
+    try:
+        await task
+    except asyncio.CancelledError:
+        if not server.should_exit:
+            raise
+        return
+    secret = load_signing_secret(settings)
+    admin = mint_token(
+        settings, secret, email=demo.DEMO_ADMIN, subject=demo.DEMO_ADMIN, tenant=demo.DEMO_TENANT
+    )
+    console.print(
+        "[bold]Open the demo tenant's n8n editor:[/] "
+        f"{settings.base_url}/editor/{demo.DEMO_TENANT}/login?token={admin}",
+        soft_wrap=True,
+        highlight=False,
+    )

@@ -16,12 +16,14 @@ _SECRET_KEY = re.compile(
 _BEARER = re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
 _URL_PASSWORD = re.compile(r"(?<=://)([^:/@\s]+):([^@/\s]+)@")
+_INGEST_TOKEN = re.compile(r"zik_[A-Za-z0-9_-]{20,}")  # zixly.ingest.tokens
 REDACTED = "[redacted]"
 
 
 def redact_text(text: str) -> str:
     text = _BEARER.sub("Bearer " + REDACTED, text)
     text = _JWT.sub(REDACTED, text)
+    text = _INGEST_TOKEN.sub(REDACTED, text)
     return _URL_PASSWORD.sub(r"\1:" + REDACTED + "@", text)
 
 

@@ -58,7 +58,9 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     public_url: str | None = Field(
-        default=None, description="Base URL printed for GraphiQL; default http://host:port."
+        default=None,
+        description="Base URL printed for GraphiQL and of the OAuth redirect URIs "
+        "(<public_url>/oauth/<provider>/callback); default http://host:port.",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -102,6 +104,31 @@ class Settings(BaseSettings):
     max_range_days: int = Field(default=3 * 366 + 1, ge=1)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     parser_cache_size: int = Field(default=512, ge=0)
+
+    # --- ingest ------------------------------------------------------------------
+    ingest_url: str | None = Field(
+        default=None,
+        description="Base URL tenant n8n instances post to (the ingest endpoint); default "
+        "base_url + /ingest/v1.",
+    )
+    ingest_max_records: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="Records allowed in one ingest request."
+    )
+    ingest_max_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest ingest request body (413 above); the API's other routes keep "
+        "max_body_bytes.",
+    )
+    ingest_rate_limit_per_minute: int = Field(
+        default=300, ge=1, description="Ingest requests allowed per tenant per window."
+    )
+    ingest_statement_timeout_ms: int = Field(
+        default=60_000,
+        ge=100,
+        le=600_000,
+        description="Statement timeout of an ingest request's transaction (large batches).",
+    )
 
     # --- n8n -------------------------------------------------------------------
     n8n_cache_dir: Path | None = Field(
@@ -149,11 +176,24 @@ class Settings(BaseSettings):
     )
     provider_base_urls: dict[str, str] = Field(
         default_factory=dict,
-        description="JSON: provider -> base URL replacing the provider's OAuth host "
-        "(the local provider sandbox in dev and tests).",
+        description="JSON: provider -> base URL replacing the provider's OAuth host and, "
+        "in workflow templates, its data API host (the local provider sandbox in dev and "
+        "tests: `zixly sandbox` prints the value).",
     )
     oauth_timeout_seconds: float = Field(
         default=15.0, gt=0, le=120, description="Timeout of one call to a token endpoint."
+    )
+    oauth_state_ttl_seconds: int = Field(
+        default=600,
+        ge=60,
+        le=3600,
+        description="How long a started provider connect (its state and PKCE verifier) "
+        "stays usable.",
+    )
+    oauth_return_url: str | None = Field(
+        default=None,
+        description="Where the OAuth callback sends the browser afterwards, with "
+        "?provider=&status=connected|failed&reason=; unset: a small result page.",
     )
 
     # --- alerts ----------------------------------------------------------------
@@ -169,6 +209,23 @@ class Settings(BaseSettings):
     smtp_starttls: bool = Field(default=True, description="Upgrade the connection with STARTTLS.")
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     alert_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # --- sync-health monitor -----------------------------------------------------
+    monitor_concurrency: int = Field(
+        default=4, ge=1, le=64, description="Instances the sync-health monitor reads at once."
+    )
+    monitor_timeout_seconds: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description="How long the monitor waits on one instance before calling it unreachable.",
+    )
+    sync_error_after_failures: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="Consecutive failed runs after which an integration is ERROR (and alerted).",
+    )
 
     # --- operations ------------------------------------------------------------
     log_level: str = "INFO"
@@ -192,6 +249,11 @@ class Settings(BaseSettings):
     @property
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def ingest_base_url(self) -> str:
+        """What tenant instances post to (manifest placeholder ``zixly.ingest_url``)."""
+        return (self.ingest_url or f"{self.base_url.rstrip('/')}/ingest/v1").rstrip("/")
 
 
 @lru_cache(maxsize=1)

@@ -22,8 +22,10 @@ from zixly.crypto import Keyring
 from zixly.db.session import Database, create_engine
 from zixly.errors import ZixlyError
 from zixly.integrations.refresh import refresh_expiring_tokens
+from zixly.integrations.sync import SYNC_JOB, sync_integration
 from zixly.keys import ROTATION_JOB, ROTATION_TIMEOUT_SECONDS, rotate_encryption_keys
 from zixly.logging import configure_logging, get_logger
+from zixly.monitor.jobs import MONITOR_JOB, MONITOR_TIMEOUT_SECONDS, monitor_sync_health
 from zixly.provisioning import jobs
 from zixly.provisioning.lifecycle import InstanceLifecycle
 from zixly.provisioning.process_runtime import ProcessRuntime
@@ -79,6 +81,8 @@ def build_lifecycle(
         http,
         version=settings.n8n_version,
         ready_timeout=settings.n8n_ready_timeout_seconds,
+        ingest_url=settings.ingest_base_url,
+        provider_base_urls=settings.provider_base_urls,
     )
 
 
@@ -138,6 +142,8 @@ class WorkerSettings:
         ),
         # Sends due alert deliveries, then schedules itself for the next one due.
         func(deliver_alerts, name=DELIVER_JOB, keep_result=0, max_tries=jobs.MAX_TRIES),
+        # After a connect: the token into n8n, the provider's workflows run once.
+        func(sync_integration, name=SYNC_JOB, keep_result=0, max_tries=jobs.MAX_TRIES),
     ]
     cron_jobs = [
         cron(
@@ -164,6 +170,16 @@ class WorkerSettings:
             name="deliver_alerts_sweep",
             second=45,
             unique=True,
+            keep_result=0,
+            max_tries=1,
+        ),
+        # Sync health: every running instance's new n8n runs folded into its integrations.
+        cron(
+            monitor_sync_health,
+            name=MONITOR_JOB,
+            second=30,  # every minute
+            unique=True,
+            timeout=MONITOR_TIMEOUT_SECONDS,
             keep_result=0,
             max_tries=1,
         ),

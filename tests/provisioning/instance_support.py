@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -12,11 +13,15 @@ from typing import Any
 
 import asyncpg
 import httpx
+from arq import create_pool
+from arq.connections import RedisSettings
+from arq.worker import create_worker
 
 from tests.conftest import World
 from tests.provisioning.conftest import FIXTURES, READY_WITHIN
 from zixly.crypto import Keyring, key_entry
 from zixly.db.session import Database
+from zixly.embedded import Endpoints
 from zixly.provisioning.instances import InstanceRepository, InstanceRow, Step
 from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle, StepHook
 from zixly.provisioning.n8n_client import N8nClient
@@ -26,6 +31,7 @@ from zixly.provisioning.runtime import TENANT_LABEL, InstanceRuntime
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField
 from zixly.services import Services
 from zixly.settings import Settings
+from zixly.worker import WorkerSettings, deserialize, serialize
 
 SCHEDULE = str(FIXTURES / "schedule-noop.json")
 WEBHOOK = str(FIXTURES / "webhook-noop.json")
@@ -148,3 +154,36 @@ async def lifecycle_env(
         yield env
     finally:
         await env.cleanup()
+
+
+async def run_queued_jobs(
+    settings: Settings, endpoints: Endpoints, runtime: InstanceRuntime, **ctx: Any
+) -> tuple[int, int]:
+    """Run every queued job in an in-process arq burst worker (the real ``WorkerSettings``,
+    crons off); returns (complete, failed). ``ctx`` adds to the worker's context."""
+    pool = await create_pool(
+        RedisSettings.from_dsn(endpoints.redis_url),
+        job_serializer=serialize,
+        job_deserializer=deserialize,
+    )
+    running = create_worker(
+        WorkerSettings,  # type: ignore[arg-type]
+        redis_pool=pool,
+        burst=True,
+        handle_signals=False,
+        poll_delay=0.1,
+        cron_jobs=[],
+        ctx={
+            "settings": settings,
+            "database_url": endpoints.database_url,
+            "runtime": runtime,
+            **ctx,
+        },
+    )
+    try:
+        await running.main()
+    finally:
+        with warnings.catch_warnings():  # arq closes its pool with redis-py's old close()
+            warnings.filterwarnings("ignore", "Call to deprecated close", DeprecationWarning)
+            await running.close()
+    return running.jobs_complete, running.jobs_failed

@@ -42,7 +42,7 @@ from zixly.provisioning.images import (
     input_hash,
     node_version_of,
 )
-from zixly.provisioning.n8n_client import N8nClient
+from zixly.provisioning.n8n_client import AUTH_COOKIE, N8nClient
 from zixly.provisioning.runtime import (
     SLUG_LABEL,
     TENANT_LABEL,
@@ -197,6 +197,22 @@ async def test_each_instance_has_exactly_its_own_workflow_active(
         workflows = await instance.api.all_workflows()
         assert [(w["name"], w["active"]) for w in workflows] == [(name, True)]
         assert instance.boot.workflow_ids == {name: workflows[0]["id"]}
+
+
+async def test_the_image_loads_the_zixly_community_nodes(
+    pair: tuple[Instance, Instance], n8n_http: httpx.AsyncClient, n8n_image: ImageResult
+) -> None:
+    """The nodes package is baked into the image and n8n in the container loads it."""
+    alpha, _ = pair
+    cookie = await alpha.client.login(alpha.secrets.owner_email, alpha.secrets.owner_password)
+    response = await n8n_http.get(
+        f"{alpha.url}/types/nodes.json", headers={"Cookie": f"{AUTH_COOKIE}={cookie}"}
+    )
+    assert response.status_code == 200
+    names = {node["name"] for node in response.json()}
+    assert {"CUSTOM.zixlyAuRules", "CUSTOM.zixlyIngest"} <= names
+    schema = await alpha.api.get_credential_schema("zixlyIngestApi")
+    assert {"url", "token"} <= set(schema["properties"])
 
 
 async def test_only_labelled_containers_are_managed(

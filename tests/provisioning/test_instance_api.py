@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,9 +19,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from arq import create_pool
-from arq.connections import RedisSettings
-from arq.worker import create_worker
 
 from tests.conftest import TenantFixture, World, gql
 from tests.provisioning.conftest import READY_WITHIN, load_workflow
@@ -31,6 +27,7 @@ from tests.provisioning.instance_support import (
     SCHEDULE_NAME,
     WEBHOOK_NAME,
     LifecycleEnv,
+    run_queued_jobs,
 )
 from tests.test_subscriptions import connected, receive
 from zixly.crypto import Keyring
@@ -40,7 +37,6 @@ from zixly.provisioning.lifecycle import handle_of
 from zixly.provisioning.process_runtime import ProcessRuntime
 from zixly.services import Services
 from zixly.settings import Settings
-from zixly.worker import WorkerSettings, deserialize, serialize
 
 INSTANCE = "status desiredState step version targetVersion url editorUrl lastError updatedAt"
 OPERATE = "mutation($t: ID!) {{ {name}(tenantId: $t) {{ " + INSTANCE + " }} }}"
@@ -93,32 +89,9 @@ class Stack:
         return instance
 
     async def run_jobs(self) -> tuple[int, int]:
-        """Run every queued job in an in-process arq worker; (complete, failed)."""
-        pool = await create_pool(
-            RedisSettings.from_dsn(self.endpoints.redis_url),
-            job_serializer=serialize,
-            job_deserializer=deserialize,
-        )
-        running = create_worker(
-            WorkerSettings,  # type: ignore[arg-type]
-            redis_pool=pool,
-            burst=True,
-            handle_signals=False,
-            poll_delay=0.1,
-            cron_jobs=[],
-            ctx={
-                "settings": self.settings,  # the API's keyring: it reads the sealed API key
-                "database_url": self.endpoints.database_url,
-                "runtime": self.env.runtime,
-            },
-        )
-        try:
-            await running.main()
-        finally:
-            with warnings.catch_warnings():  # arq closes its pool with redis-py's old close()
-                warnings.filterwarnings("ignore", "Call to deprecated close", DeprecationWarning)
-                await running.close()
-        return running.jobs_complete, running.jobs_failed
+        """Run every queued job in an in-process arq worker; (complete, failed). The API's
+        settings: their keyring reads the sealed API key."""
+        return await run_queued_jobs(self.settings, self.endpoints, self.env.runtime)
 
 
 @pytest.fixture(scope="module")

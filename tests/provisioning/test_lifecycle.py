@@ -547,12 +547,18 @@ def test_worker_settings_are_explicit() -> None:
     assert names == {job.__name__ for job in jobs.JOBS.values()} | {
         "rotate_encryption_keys",
         "deliver_alerts",
+        "sync_integration",
     }
     assert all(
         f.keep_result_s == 0 and f.max_tries == jobs.MAX_TRIES for f in WorkerSettings.functions
     )
     crons = {c.name: c for c in WorkerSettings.cron_jobs}
-    assert set(crons) == {"reconcile_instances", "refresh_expiring_tokens", "deliver_alerts_sweep"}
+    assert set(crons) == {
+        "reconcile_instances",
+        "refresh_expiring_tokens",
+        "deliver_alerts_sweep",
+        "monitor_sync_health",
+    }
     assert all(c.unique for c in crons.values())
     cron_job = crons["reconcile_instances"]
     runs = []

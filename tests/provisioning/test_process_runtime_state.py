@@ -11,6 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from zixly.n8n_nodes.export import PACKAGE_DIR as NODES_PACKAGE_DIR
 from zixly.provisioning.distributions import N8nDistribution, ensure_n8n
 from zixly.provisioning.errors import InstanceNotFoundError, NotInstalledError, RuntimeFailure
 from zixly.provisioning.process_runtime import HARDENING_ENV, ProcessRuntime, instance_env
@@ -152,4 +153,10 @@ def test_the_runtime_owns_address_ports_and_folder_in_the_environment(tmp_path: 
         "WEBHOOK_URL",
         "N8N_RUNNERS_BROKER_LISTEN_ADDRESS",
         "N8N_RUNNERS_BROKER_PORT",
+        "N8N_CUSTOM_EXTENSIONS",
     }
+    # Zixly's community nodes load in every instance (zixly/n8n_nodes/package)
+    assert env["N8N_CUSTOM_EXTENSIONS"] == str(NODES_PACKAGE_DIR)
+    assert (NODES_PACKAGE_DIR / "package.json").is_file()
+    extra = instance_env({**spec, "env": {"N8N_CUSTOM_EXTENSIONS": "/opt/more"}}, dist)
+    assert extra["N8N_CUSTOM_EXTENSIONS"] == f"{NODES_PACKAGE_DIR};/opt/more"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -87,8 +88,10 @@ class AlertSettingsRepository:
         channels: Iterable[str] = ALERT_CHANNELS,
         min_severity: str = "WARNING",
         renotify_after_seconds: int | None = None,
+        keep_webhook_url: bool = False,
     ) -> None:
-        """Create or replace the tenant's settings (the caller's transaction commits)."""
+        """Create or replace the tenant's settings (the caller's transaction commits);
+        ``keep_webhook_url`` (with no ``webhook_url``) leaves the stored URL as it is."""
         recipients = [_check_email(address) for address in email_recipients]
         enabled = sorted(set(channels))
         if not set(enabled) <= set(ALERT_CHANNELS):
@@ -107,10 +110,13 @@ class AlertSettingsRepository:
             "min_severity": min_severity,
             "renotify_after_seconds": renotify_after_seconds,
         }
+        replaced = dict(values)
+        if keep_webhook_url and webhook_url is None:
+            del replaced["webhook_url_ciphertext"]
         statement = pg_insert(SETTINGS).values(tenant_id=tenant_id, **values)
         await session.execute(
             statement.on_conflict_do_update(
-                index_elements=[SETTINGS.c.tenant_id], set_={**values, "updated_at": func.now()}
+                index_elements=[SETTINGS.c.tenant_id], set_={**replaced, "updated_at": func.now()}
             )
         )
 
@@ -125,7 +131,27 @@ def _check_email(address: str) -> str:
 
 
 def _check_webhook_url(url: Secret) -> None:
+    """https; plain http only to this machine (a local receiver in development and tests),
+    since the URL and every notice would otherwise cross the network in the clear."""
     # The message never repeats the URL: it may carry a token.
-    parts = urlsplit(url.reveal())
-    if parts.scheme not in ("https", "http") or not parts.hostname:
+    try:
+        parts = urlsplit(url.reveal())
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ValidationError("the webhook URL is not a valid URL", field="webhookUrl") from exc
+    if parts.scheme not in ("https", "http") or not host:
         raise ValidationError("the webhook URL must be an http(s) URL", field="webhookUrl")
+    if parts.scheme == "http" and not _loopback(host):
+        raise ValidationError(
+            "the webhook URL must use https (http only to localhost)", field="webhookUrl"
+        )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

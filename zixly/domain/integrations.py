@@ -15,7 +15,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from zixly.db.models import Integration
 
 T = Integration.__table__
-PUBLIC_COLUMNS = (T.c.provider, T.c.status, T.c.last_sync_at, T.c.expires_at)
+PUBLIC_COLUMNS = (
+    T.c.provider,
+    T.c.status,
+    T.c.last_sync_at,
+    T.c.expires_at,
+    # Sync health (zixly.monitor): last_error is stored already scrubbed of credentials.
+    T.c.consecutive_failures,
+    T.c.last_checked_at,
+    T.c.last_failure_at,
+    T.c.last_error,
+)
 
 
 class IntegrationRepository:
@@ -24,7 +34,7 @@ class IntegrationRepository:
         self.tenant_id = tenant_id
 
     async def statuses(self) -> list[Row[Any]]:
-        """provider, status, last_sync_at, expires_at of each integration, by provider."""
+        """The public columns (status and sync health) of each integration, by provider."""
         query = (
             select(*PUBLIC_COLUMNS).where(T.c.tenant_id == self.tenant_id).order_by(T.c.provider)
         )

@@ -16,10 +16,13 @@ from strawberry.extensions import (
 )
 from strawberry.tools import merge_types
 
+from zixly.graphql.api.alerts import AlertMutation, AlertQuery
 from zixly.graphql.api.analytics import AnalyticsQuery
 from zixly.graphql.api.client_mutations import ClientMutation
 from zixly.graphql.api.clients import ClientQuery
+from zixly.graphql.api.ingest_tokens import IngestTokenMutation, IngestTokenQuery
 from zixly.graphql.api.instances import InstanceMutation, InstanceQuery, InstanceSubscription
+from zixly.graphql.api.integration_connect import IntegrationConnectMutation
 from zixly.graphql.api.integrations import IntegrationQuery
 from zixly.graphql.api.me import MeQuery
 from zixly.graphql.api.members import MemberMutation, MemberQuery
@@ -40,11 +43,22 @@ Query = merge_types(
         MetricsQuery,
         IntegrationQuery,
         InstanceQuery,
+        IngestTokenQuery,
+        AlertQuery,
     ),
 )
 Mutation = merge_types(
     "Mutation",
-    (ClientMutation, MemberMutation, TenantMutation, MetricsMutation, InstanceMutation),
+    (
+        ClientMutation,
+        MemberMutation,
+        TenantMutation,
+        MetricsMutation,
+        InstanceMutation,
+        IngestTokenMutation,
+        IntegrationConnectMutation,
+        AlertMutation,
+    ),
 )
 Subscriptions = merge_types("Subscription", (Subscription, InstanceSubscription))
 

@@ -1,4 +1,4 @@
-"""The Starlette application: /graphql, /export, /healthz, /readyz, /metrics."""
+"""The Starlette application: /graphql, /export, /ingest/v1, /healthz, /readyz, /metrics."""
 
 from __future__ import annotations
 
@@ -20,12 +20,15 @@ from zixly.graphql.schema import build_schema
 from zixly.graphql.view import ZixlyGraphQL
 from zixly.http.editor_proxy import editor_mount
 from zixly.http.export import export_financials_csv
+from zixly.http.ingest import PREFIX as INGEST_PREFIX
+from zixly.http.ingest import ingest_mount
 from zixly.http.metrics import REGISTRY
 from zixly.http.middleware import (
     AuthRateLimitMiddleware,
     BodyLimitMiddleware,
     RequestContextMiddleware,
 )
+from zixly.http.oauth_callback import oauth_routes
 from zixly.services import Services
 
 READY_TIMEOUT = 2.0
@@ -80,7 +83,9 @@ def create_app(services: Services) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            *oauth_routes(),
             editor_mount(services),
+            ingest_mount(services),
         ],
         middleware=[
             Middleware(RequestContextMiddleware),
@@ -98,7 +103,11 @@ def create_app(services: Services) -> Starlette:
                 ],
                 max_age=600,
             ),
-            Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+            Middleware(
+                BodyLimitMiddleware,
+                max_bytes=settings.max_body_bytes,
+                exempt_prefixes=(INGEST_PREFIX + "/",),
+            ),
             Middleware(AuthRateLimitMiddleware, services=services),
         ],
         lifespan=lifespan,

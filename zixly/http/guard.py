@@ -37,6 +37,14 @@ class AccessGuard:
         self.auth_failures = RateLimiter(
             redis, AUTH_FAILURES_PER_WINDOW, AUTH_FAILURE_WINDOW_SECONDS, prefix="authfail"
         )
+        # Ingest requests per tenant (zixly/http/ingest.py): a bucket of their own, so a
+        # tenant's bulk loads and its people's API use do not starve each other.
+        self.ingest = RateLimiter(
+            redis,
+            settings.ingest_rate_limit_per_minute,
+            settings.rate_limit_window_seconds,
+            prefix="ingest",
+        )
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -52,6 +60,10 @@ class AccessGuard:
     async def admit(self, key: str) -> Decision | None:
         """Count one request against ``key``'s window; ``None`` when the limiter is down."""
         return await self._ask(self.requests.hit, key)
+
+    async def admit_ingest(self, key: str) -> Decision | None:
+        """Count one ingest request against ``key``'s window; ``None`` when the limiter is down."""
+        return await self._ask(self.ingest.hit, key)
 
     @staticmethod
     def rejected(limit: str, key: str) -> None:

@@ -97,22 +97,35 @@ class RequestContextMiddleware:
             structlog.contextvars.clear_contextvars()
 
 
+INGEST_ROUTES = tuple(
+    f"/ingest/v1/{name}" for name in ("financials", "lead-events", "custom-metrics", "heartbeat")
+)
+
+
 def _route_label(path: str) -> str:
     for known in ("/graphql", "/export/financials.csv", "/healthz", "/readyz", "/metrics"):
         if path == known:
             return known
+    if path in INGEST_ROUTES:
+        return path
     return "other"
 
 
 class BodyLimitMiddleware:
-    """Rejects request bodies over the limit (413) before anything parses them."""
+    """Rejects request bodies over the limit (413) before anything parses them.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    Paths under ``exempt_prefixes`` enforce limits of their own (the ingest endpoint takes
+    bulk bodies, bounded by its own setting, and answers in its own error format)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt_prefixes: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.exempt_prefixes = exempt_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (
+            self.exempt_prefixes and scope.get("path", "").startswith(self.exempt_prefixes)
+        ):
             await self.app(scope, receive, send)
             return
         declared = Headers(scope=scope).get("content-length")

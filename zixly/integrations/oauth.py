@@ -1,4 +1,5 @@
-"""The one adapter around provider token endpoints (RFC 6749 refresh_token grant).
+"""The one adapter around provider token endpoints: the refresh_token and authorization_code
+grants (RFC 6749, with PKCE, RFC 7636) and revocation (RFC 7009, or the provider's own).
 
 Outside failures become typed Zixly errors: a rejected grant (``invalid_grant``) is final,
 a 429 carries ``retry_after``, and timeouts, connection failures and 5xx are retryable.
@@ -66,6 +67,49 @@ class OAuthClient:
         self, provider: Provider, refresh_token: Secret, **url_params: str
     ) -> TokenSet:
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token.reveal()}
+        response = await self._post_form(
+            provider, provider.token_url(self.settings, **url_params), form
+        )
+        return _parse(provider, response, "the refresh token")
+
+    async def exchange_code(
+        self,
+        provider: Provider,
+        code: str,
+        *,
+        redirect_uri: str,
+        code_verifier: Secret,
+        **url_params: str,
+    ) -> TokenSet:
+        """The authorization_code grant (RFC 6749 4.1.3) with the PKCE verifier (RFC 7636)."""
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "code_verifier": code_verifier.reveal(),
+        }
+        response = await self._post_form(
+            provider, provider.token_url(self.settings, **url_params), form
+        )
+        return _parse(provider, response, "the authorization code")
+
+    async def revoke(self, provider: Provider, refresh_token: Secret, **url_params: str) -> bool:
+        """Revoke the grant behind ``refresh_token``; False when the provider has no
+        revocation endpoint. A token the provider no longer knows counts as revoked."""
+        url = provider.revocation_url(self.settings, refresh_token.reveal(), **url_params)
+        if url is None:
+            return False
+        if provider.revocation_method == "DELETE":
+            response = await self._send(provider, "DELETE", url)
+        else:
+            response = await self._post_form(provider, url, {"token": refresh_token.reveal()})
+        _check_revocation(provider, response)
+        return True
+
+    async def _post_form(
+        self, provider: Provider, url: str, form: dict[str, str]
+    ) -> httpx.Response:
+        """POST a form with the client authentication the provider requires."""
         auth: httpx.BasicAuth | None = None
         client = self.settings.oauth_clients.get(provider.name)
         if client is not None:
@@ -74,11 +118,22 @@ class OAuthClient:
                 auth = httpx.BasicAuth(client.client_id, secret)
             else:
                 form.update(client_id=client.client_id, client_secret=secret)
-        url = provider.token_url(self.settings, **url_params)
+        return await self._send(provider, "POST", url, data=form, auth=auth)
+
+    async def _send(
+        self,
+        provider: Provider,
+        method: str,
+        url: str,
+        *,
+        data: dict[str, str] | None = None,
+        auth: httpx.BasicAuth | None = None,
+    ) -> httpx.Response:
         try:
-            response = await self.http.post(
+            return await self.http.request(
+                method,
                 url,
-                data=form,
+                data=data,
                 auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
                 headers={"Accept": "application/json"},
                 timeout=self.settings.oauth_timeout_seconds,
@@ -91,10 +146,10 @@ class OAuthClient:
             raise ProviderUnavailableError(
                 f"{provider.name} token endpoint unreachable", provider=provider.name
             ) from exc
-        return _parse(provider, response)
 
 
-def _parse(provider: Provider, response: httpx.Response) -> TokenSet:
+def _check_transient(provider: Provider, response: httpx.Response) -> None:
+    """429 and 5xx: nothing was decided at the provider, the caller may retry."""
     name = provider.name
     if response.status_code == 429:
         raise ProviderRateLimitedError(
@@ -108,11 +163,31 @@ def _parse(provider: Provider, response: httpx.Response) -> TokenSet:
             provider=name,
             status=response.status_code,
         )
+
+
+def _check_revocation(provider: Provider, response: httpx.Response) -> None:
+    _check_transient(provider, response)
+    if response.status_code < 300 or response.status_code == 404:
+        return  # revoked, or unknown to the provider already (HubSpot answers 404)
+    error = str((_json(response) or {}).get("error", ""))
+    if error in ("invalid_grant", "invalid_token"):
+        return
+    raise ProviderError(
+        f"{provider.name} revocation endpoint answered {response.status_code}",
+        provider=provider.name,
+        status=response.status_code,
+        error=error or None,
+    )
+
+
+def _parse(provider: Provider, response: httpx.Response, grant: str) -> TokenSet:
+    name = provider.name
+    _check_transient(provider, response)
     body = _json(response) or {}
     if response.status_code != 200:
         error = str(body.get("error", ""))
         if error == "invalid_grant":
-            raise InvalidGrantError(f"{name} rejected the refresh token", provider=name)
+            raise InvalidGrantError(f"{name} rejected {grant}", provider=name)
         raise ProviderError(
             f"{name} token endpoint answered {response.status_code}",
             provider=name,

@@ -7,6 +7,10 @@ its tokens are used and the provider is not called. Otherwise the provider is ca
 outside any database transaction, and the new access AND refresh token are written in one
 transaction before the lock is released, so with rotating (single-use) refresh tokens no
 one ever sends the old one again.
+
+After the lock is released, hooks carry the outcome on (zixly.integrations.sync): a new
+access token is pushed into the tenant's n8n credential (a failed push is retried by the
+next run and never touches the stored token), and a refused grant raises the reconnect alert.
 """
 
 from __future__ import annotations
@@ -29,6 +33,13 @@ from zixly.db.session import Database
 from zixly.errors import UnavailableError, ZixlyError
 from zixly.integrations.oauth import InvalidGrantError, OAuthClient
 from zixly.integrations.registry import provider
+from zixly.integrations.sync import (
+    alert_service,
+    invalid_grant_alert,
+    retry_pending_pushes,
+    token_pusher,
+    worker_deps,
+)
 from zixly.integrations.tokens import STAFF, StoredIntegration, TokenStore
 from zixly.logging import get_logger
 from zixly.settings import Settings
@@ -41,6 +52,7 @@ _TABLE = cast(Table, Integration.__table__)
 
 Outcome = Literal["refreshed", "fresh", "skipped"]
 InvalidGrantHook = Callable[[StoredIntegration], Awaitable[None]]
+RefreshedHook = Callable[[StoredIntegration], Awaitable[None]]
 
 
 class RefreshBusyError(UnavailableError):
@@ -69,6 +81,7 @@ class TokenRefresher:
         lock_timeout: float | None = None,
         blocking_timeout: float = 30.0,
         on_invalid_grant: InvalidGrantHook | None = None,
+        on_refreshed: RefreshedHook | None = None,
     ) -> None:
         self.db = db
         self.redis = redis
@@ -80,6 +93,8 @@ class TokenRefresher:
         self.blocking_timeout = blocking_timeout
         # Alerting (another module) hooks in here; the log line is always written.
         self.on_invalid_grant = on_invalid_grant
+        # Called after the new tokens committed and the lock is released (n8n credentials).
+        self.on_refreshed = on_refreshed
 
     async def refresh_integration(self, integration_id: uuid.UUID) -> Outcome:
         lock = self.redis.lock(
@@ -92,21 +107,31 @@ class TokenRefresher:
                 "the integration is being refreshed elsewhere", integration_id=str(integration_id)
             )
         try:
-            return await self._refresh_locked(integration_id)
+            outcome, stored = await self._refresh_locked(integration_id)
         finally:
             try:
                 await lock.release()
             except LockError:  # expired while we worked; the write already happened
                 log.warning("integration.refresh.lock_expired", integration_id=str(integration_id))
+        if outcome == "refreshed" and self.on_refreshed is not None:
+            try:
+                await self.on_refreshed(stored)
+            except Exception as exc:  # the new tokens are stored; the hook's work can wait
+                log.error(
+                    "integration.refresh.hook_failed",
+                    integration_id=str(integration_id),
+                    error=type(exc).__name__,
+                )
+        return outcome
 
-    async def _refresh_locked(self, integration_id: uuid.UUID) -> Outcome:
+    async def _refresh_locked(self, integration_id: uuid.UUID) -> tuple[Outcome, StoredIntegration]:
         async with self.db.transaction(STAFF) as session:
             stored = await self.store.load(session, integration_id)
         now = datetime.now(UTC)
         if stored.status not in REFRESHABLE or stored.refresh_token is None:
-            return "skipped"
+            return "skipped", stored
         if stored.expires_at is not None and stored.expires_at - now > self.min_remaining:
-            return "fresh"  # refreshed by someone else while we waited for the lock
+            return "fresh", stored  # refreshed by someone else while we waited for the lock
         spec = provider(stored.provider)
         shop = stored.metadata.get("shop")
         params = {"shop": str(shop)} if shop else {}
@@ -129,7 +154,7 @@ class TokenRefresher:
             tenant_id=str(stored.tenant_id),
             provider=stored.provider,
         )
-        return "refreshed"
+        return "refreshed", stored
 
     async def _reject(self, stored: StoredIntegration) -> None:
         """invalid_grant: mark ERROR, unless the stored refresh token changed meanwhile (then
@@ -147,7 +172,14 @@ class TokenRefresher:
             action="the tenant must reconnect the integration",
         )
         if self.on_invalid_grant is not None:
-            await self.on_invalid_grant(stored)
+            try:
+                await self.on_invalid_grant(stored)
+            except Exception as exc:  # ERROR is recorded; the alert must not hide the cause
+                log.error(
+                    "integration.refresh.alert_failed",
+                    integration_id=str(stored.id),
+                    error=type(exc).__name__,
+                )
 
     async def expiring(self, window: timedelta) -> list[uuid.UUID]:
         c = _TABLE.c
@@ -188,14 +220,21 @@ class TokenRefresher:
 
 
 async def refresh_expiring_tokens(ctx: dict[str, Any]) -> dict[str, int]:
-    """The arq cron job (ctx from ``zixly.worker.startup``): refresh what expires within 10
-    minutes; the counts per outcome / error code are the job's result."""
+    """The arq cron job (ctx from ``zixly.worker.startup``): push again the n8n credentials a
+    previous run failed to update, then refresh what expires within 10 minutes; the counts
+    per outcome / error code are the job's result."""
     settings: Settings = ctx["settings"]
+    deps = worker_deps(ctx)
+    pending = await retry_pending_pushes(deps, ctx["redis"])
     refresher = TokenRefresher(
         ctx["db"],
         ctx["redis"],
         TokenStore(Keyring.from_settings(settings)),
         OAuthClient(ctx["http"], settings),
+        on_invalid_grant=invalid_grant_alert(alert_service(ctx)),
+        on_refreshed=token_pusher(deps, ctx["redis"]),
     )
     results = await refresher.refresh_expiring()
-    return dict(Counter(r.outcome or r.error or "unknown" for r in results))
+    counts = Counter(r.outcome or r.error or "unknown" for r in results)
+    counts.update({f"push_{name}": n for name, n in pending.items() if n})
+    return dict(counts)

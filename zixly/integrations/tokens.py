@@ -4,6 +4,9 @@ Runs as the staff role (``Scope(staff=True)``): refresh is a system job across t
 keyed by the integration's id, like key rotation. Statements still name the row's
 tenant, and every value is sealed to (tenant, "integrations", row id, field), so a token
 copied to another row or tenant does not decrypt.
+
+Connecting and disconnecting (zixly.integrations.connect) use the same store in a
+tenant-scoped transaction: the row is the tenant's own, and row-level security applies.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zixly.crypto import Keyring, Secret
@@ -41,6 +45,109 @@ class StoredIntegration:
 class TokenStore:
     def __init__(self, keyring: Keyring) -> None:
         self.keyring = keyring
+
+    async def find(
+        self,
+        session: AsyncSession,
+        tenant_id: uuid.UUID,
+        provider: str,
+        *,
+        for_update: bool = False,
+    ) -> StoredIntegration | None:
+        """The tenant's integration with ``provider``, if there is one."""
+        c = _TABLE.c
+        query = select(c.id).where(c.tenant_id == tenant_id, c.provider == provider)
+        found = (await session.execute(query)).scalar_one_or_none()
+        if found is None:
+            return None
+        return await self.load(session, found, for_update=for_update)
+
+    async def connect(
+        self,
+        session: AsyncSession,
+        tenant_id: uuid.UUID,
+        provider: str,
+        *,
+        access_token: Secret,
+        refresh_token: Secret | None,
+        expires_at: datetime,
+        metadata: dict[str, Any],
+    ) -> StoredIntegration:
+        """Create or take over the tenant's row for ``provider`` with a new grant: ACTIVE,
+        both tokens replaced (a missing refresh token clears the old one), the sync-health
+        counters reset. The upsert locks the row until the caller's transaction ends."""
+        c = _TABLE.c
+        upsert = insert(_TABLE).values(
+            id=uuid.uuid4(), tenant_id=tenant_id, provider=provider, status="PENDING"
+        )
+        row_id = (
+            await session.execute(
+                upsert.on_conflict_do_update(
+                    constraint="integrations_tenant_provider_key",
+                    set_={"updated_at": func.now()},
+                ).returning(c.id)
+            )
+        ).scalar_one()
+        stored = StoredIntegration(
+            id=row_id,
+            tenant_id=tenant_id,
+            provider=provider,
+            status="ACTIVE",
+            expires_at=expires_at,
+            access_token=access_token,
+            refresh_token=refresh_token,
+            metadata=metadata,
+        )
+        await self._update(
+            session,
+            stored,
+            {
+                "access_token_ciphertext": self._seal(stored, "access_token", access_token),
+                "refresh_token_ciphertext": (
+                    self._seal(stored, "refresh_token", refresh_token) if refresh_token else None
+                ),
+                "expires_at": expires_at,
+                "status": "ACTIVE",
+                "metadata": metadata,
+                "consecutive_failures": 0,
+                "last_error": None,
+                "last_failure_at": None,
+                "updated_at": func.now(),
+            },
+        )
+        return stored
+
+    async def clear(
+        self, session: AsyncSession, stored: StoredIntegration, *, status: str = "DISABLED"
+    ) -> None:
+        """Forget both tokens (disconnect)."""
+        await self._update(
+            session,
+            stored,
+            {
+                "access_token_ciphertext": None,
+                "refresh_token_ciphertext": None,
+                "expires_at": None,
+                "status": status,
+                "updated_at": func.now(),
+            },
+        )
+
+    async def access_tokens(self, session: AsyncSession, tenant_id: uuid.UUID) -> dict[str, Secret]:
+        """provider -> the current access token, of each of the tenant's integrations that
+        has one (what the tenant's n8n credentials carry)."""
+        c = _TABLE.c
+        rows = await session.execute(
+            select(c.id, c.tenant_id, c.provider, c.access_token_ciphertext).where(
+                c.tenant_id == tenant_id, c.access_token_ciphertext.is_not(None)
+            )
+        )
+        tokens: dict[str, Secret] = {}
+        for row in rows:
+            token = self._open(row, "access_token", row.access_token_ciphertext)
+            if token is not None:
+                tokens[str(row.provider)] = token
+        return tokens
 
     async def load(
         self, session: AsyncSession, integration_id: uuid.UUID, *, for_update: bool = False
@@ -82,11 +189,12 @@ class TokenStore:
         expires_at: datetime,
     ) -> None:
         """Write both tokens in the caller's transaction; ``refresh_token=None`` keeps the
-        stored one (providers that do not rotate may omit it)."""
+        stored one (providers that do not rotate may omit it). The status is left alone: a
+        refresh proves the grant, not the sync (STALE stays STALE until the monitor sees a
+        successful run)."""
         values: dict[str, Any] = {
             "access_token_ciphertext": self._seal(stored, "access_token", access_token),
             "expires_at": expires_at,
-            "status": "ACTIVE",
             "updated_at": datetime.now(expires_at.tzinfo),
         }
         if refresh_token is not None:

@@ -23,13 +23,7 @@ from zixly.n8n_nodes.identifiers import (
     validate_tfn,
 )
 from zixly.n8n_nodes.money import InvalidAmountError
-from zixly.n8n_nodes.payg import (
-    Period,
-    Scale,
-    UnsupportedScaleError,
-    weekly_withholding,
-    withholding,
-)
+from zixly.n8n_nodes.payg import Period, Scale, weekly_withholding, withholding
 from zixly.n8n_nodes.super_guarantee import (
     PAYDAY_SUPER_START,
     SuperRuleUnavailableError,
@@ -55,7 +49,6 @@ __all__ = [
     "Scale",
     "SuperRuleUnavailableError",
     "TfnSubstitute",
-    "UnsupportedScaleError",
     "bas_gst_summary",
     "financial_year",
     "gst_from_exclusive",

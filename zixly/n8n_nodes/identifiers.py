@@ -41,6 +41,8 @@ class IdentifierResult:
 _ABN_WEIGHTS = (10, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19)
 _ACN_WEIGHTS = (8, 7, 6, 5, 4, 3, 2, 1)
 _TFN_WEIGHTS = (1, 4, 3, 7, 5, 8, 6, 9, 10)
+_ABN_MODULUS = 89
+_TFN_MODULUS = 11
 
 
 def _shape(kind: str, value: str, length: int) -> IdentifierResult | list[int]:
@@ -64,7 +66,7 @@ def validate_abn(value: str) -> IdentifierResult:
         return shaped
     adjusted = [shaped[0] - 1, *shaped[1:]]
     total = sum(w * d for w, d in zip(_ABN_WEIGHTS, adjusted, strict=True))
-    return _result("ABN", shaped, total % 89 == 0)
+    return _result("ABN", shaped, total % _ABN_MODULUS == 0)
 
 
 def validate_acn(value: str, *, kind: str = "ACN") -> IdentifierResult:
@@ -102,4 +104,4 @@ def validate_tfn(value: str) -> IdentifierResult:
     if isinstance(shaped, IdentifierResult):
         return shaped
     total = sum(w * d for w, d in zip(_TFN_WEIGHTS, shaped, strict=True))
-    return _result("TFN", shaped, total % 11 == 0)
+    return _result("TFN", shaped, total % _TFN_MODULUS == 0)

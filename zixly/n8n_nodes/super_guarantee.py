@@ -23,8 +23,9 @@ PAYDAY_SUPER_START = dt.date(2026, 7, 1)
 
 # financial year, named by the calendar year it starts in -> value
 _SG_RATES = {2022: Decimal("0.105"), 2023: Decimal("0.11"), 2024: Decimal("0.115")}
-_SG_RATE_FROM_2025 = Decimal("0.12")  # 2025-26 and later
+_SG_RATE_FROM = (2025, Decimal("0.12"))  # 2025-26 and later
 _MAX_BASE_PER_QUARTER = {2023: Decimal(62270), 2024: Decimal(65070), 2025: Decimal(62500)}
+QUARTERLY_DUE_DAY = 28  # of the month after each quarter
 
 
 class SuperRuleUnavailableError(ValidationError):
@@ -42,8 +43,9 @@ def _fy_label(fy: int) -> str:
 
 def sg_rate(payment_date: dt.date) -> Decimal:
     fy = financial_year(payment_date)
-    if fy >= 2025:
-        return _SG_RATE_FROM_2025
+    from_year, rate = _SG_RATE_FROM
+    if fy >= from_year:
+        return rate
     try:
         return _SG_RATES[fy]
     except KeyError:
@@ -73,4 +75,4 @@ def quarterly_due_date(day: dt.date) -> dt.date:
     quarter_end_month = (day.month - 1) // 3 * 3 + 3  # 3, 6, 9 or 12
     due_month = quarter_end_month % 12 + 1
     due_year = day.year + 1 if quarter_end_month == 12 else day.year
-    return dt.date(due_year, due_month, 28)
+    return dt.date(due_year, due_month, QUARTERLY_DUE_DAY)

@@ -69,11 +69,17 @@ def add_podman_commands(sub: Any, console: Console) -> None:
 
 
 def _install(args: argparse.Namespace, console: Console) -> int:
-    version: str = args.version
+    install_n8n(args.version, console, quiet_when_present=False)
+    return 0
+
+
+def install_n8n(version: str, console: Console, *, quiet_when_present: bool = True) -> None:
+    """Install n8n ``version`` under the cache, with a progress bar, unless it already is."""
     found = find_n8n(version)
     if found is not None:
-        console.print(f"n8n {version} is already installed in {found.root}", soft_wrap=True)
-        return 0
+        if not quiet_when_present:
+            console.print(f"n8n {version} is already installed in {found.root}", soft_wrap=True)
+        return
     started = time.monotonic()
     with RichInstallProgress(console) as progress:
         dist = ensure_n8n(version, progress=progress)
@@ -82,7 +88,6 @@ def _install(args: argparse.Namespace, console: Console) -> int:
         f"({format_elapsed(time.monotonic() - started)}; node {dist.node_bin})",
         soft_wrap=True,
     )
-    return 0
 
 
 def _image(args: argparse.Namespace, console: Console) -> int:

@@ -8,13 +8,15 @@ registry (``ensure_n8n``). Two steps, both through the configured engine's API:
    Debian rootfs + Node 22 (``/usr/local/bin/node``) + the n8n tree (``/opt/n8n``), imported
    as ``localhost/zixly/n8n-rootfs:<version>``. No build context and no COPY, so the 1.8 GB
    tree moves once (a COPY build sends it as a context and then copies it into a layer).
-2. build: ``infra/n8n/Containerfile.local`` ``FROM`` that image; it only sets the user,
-   environment, port, healthcheck and command, so its context is that one file.
+2. build: ``infra/n8n/Containerfile.local`` ``FROM`` that image; it adds Zixly's community
+   nodes (``zixly/n8n_nodes/package``, a few files) and sets the user, environment, port,
+   healthcheck and command, so its context is that file plus the nodes package (kilobytes).
 
 The image carries the label ``zixly.image-inputs``, a hash of everything it was made from
-(n8n and Node versions, the rootfs recipe, the Containerfile); with the tag present and the
-label matching, ``ensure_n8n_image`` does nothing. The prepared rootfs is cached in
-``<n8n cache>/images/`` so a new n8n version does not run debootstrap again.
+(n8n and Node versions, the rootfs recipe, the Containerfile, the nodes package's files);
+with the tag present and the label matching, ``ensure_n8n_image`` does nothing. The prepared
+rootfs is cached in ``<n8n cache>/images/`` so a new n8n version does not run debootstrap
+again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,6 +39,7 @@ import docker
 import docker.errors
 
 from zixly.logging import redact_text
+from zixly.n8n_nodes.export import PACKAGE_DIR as NODES_PACKAGE_DIR
 from zixly.provisioning.distributions import (
     DEFAULT_N8N_VERSION,
     MARKER,
@@ -54,6 +58,7 @@ ROOTFS_REPOSITORY = "localhost/zixly/n8n-rootfs"
 INPUTS_LABEL = "zixly.image-inputs"
 VERSION_LABEL = "zixly.n8n-version"
 CONTAINERFILE = Path(__file__).resolve().parents[2] / "infra" / "n8n" / "Containerfile.local"
+NODES_CONTEXT_DIR = "n8n-nodes-zixly"  # where the Containerfile COPYs the nodes package from
 SUITE = "bookworm"
 PACKAGES = ("tini", "ca-certificates")
 NODE_UID = 1000
@@ -84,7 +89,36 @@ def input_hash(dist: N8nDistribution, node_version: str) -> str:
     for part in (dist.version, node_version, ROOTFS_RECIPE, CONTAINERFILE.read_text()):
         digest.update(part.encode())
         digest.update(b"\0")
+    for relative, path in nodes_package_files():  # a node or rule-table change rebuilds
+        digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def nodes_package_files() -> list[tuple[str, Path]]:
+    """The community-node package's files as (path relative to it, path), sorted."""
+    files = [
+        path
+        for path in NODES_PACKAGE_DIR.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and "node_modules" not in path.parts
+    ]
+    return sorted((path.relative_to(NODES_PACKAGE_DIR).as_posix(), path) for path in files)
+
+
+def _build_context(stream: IO[bytes]) -> None:
+    """The build context as a tar: the Containerfile and the nodes package (root-owned,
+    world-readable, fixed times, so the same inputs give the same layer)."""
+
+    def normalised(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        info.mtime = 0
+        info.mode = 0o755 if info.isdir() else 0o644
+        return info
+
+    with tarfile.open(fileobj=stream, mode="w") as tar:
+        tar.add(CONTAINERFILE, arcname="Containerfile", filter=normalised)
+        for relative, path in nodes_package_files():
+            tar.add(path, arcname=f"{NODES_CONTEXT_DIR}/{relative}", filter=normalised)
 
 
 def ensure_n8n_image(
@@ -263,9 +297,13 @@ def _build(
     version: str,
     report: InstallProgress,
 ) -> str:
-    with _engine_errors("building the image"), open(CONTAINERFILE, "rb") as containerfile:
+    with _engine_errors("building the image"), tempfile.TemporaryFile() as context:
+        _build_context(context)
+        context.seek(0)
         events = client.api.build(
-            fileobj=containerfile,
+            fileobj=context,
+            custom_context=True,
+            dockerfile="Containerfile",
             tag=tag,
             buildargs={"ROOTFS": rootfs_tag},
             labels={INPUTS_LABEL: inputs, VERSION_LABEL: version},
@@ -352,4 +390,5 @@ __all__ = [
     "image_tag",
     "input_hash",
     "node_version_of",
+    "nodes_package_files",
 ]

@@ -61,6 +61,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from zixly.crypto import Keyring
 from zixly.db.session import Database, Scope
 from zixly.errors import ConflictError, NotFoundError, ValidationError, ZixlyError
+from zixly.ingest.instance_tokens import instance_token_issuer
 from zixly.logging import get_logger, redact_text
 from zixly.provisioning.bootstrap import BootstrapResult, bootstrap_instance
 from zixly.provisioning.bundles import envelope, export_bundle
@@ -93,6 +94,8 @@ from zixly.provisioning.templates import (
     deploy_templates,
     template_id,
     tenant_values,
+    with_integration_tokens,
+    with_provider_urls,
 )
 
 log = get_logger("zixly.provisioning.lifecycle")
@@ -278,6 +281,7 @@ class InstanceLifecycle:
         lock_wait: float = 0.0,
         on_step: StepHook | None = None,
         ingest_url: str | None = None,
+        provider_base_urls: Mapping[str, str] | None = None,
     ) -> None:
         self.db = db
         self.redis = redis
@@ -291,6 +295,8 @@ class InstanceLifecycle:
         self.lock_wait = lock_wait
         self.on_step = on_step
         self.ingest_url = ingest_url  # what manifest templates post to (zixly.ingest_url)
+        # provider:<name> (the settings' provider_base_urls: the sandbox in dev and tests)
+        self.provider_base_urls = dict(provider_base_urls or {})
 
     # --- operations -------------------------------------------------------------------------
     async def provision(
@@ -628,7 +634,16 @@ class InstanceLifecycle:
         prepare = None
         if specs:
             async with self.db.transaction(STAFF) as session:
-                tenant = await tenant_values(session, row.tenant_id, ingest_url=self.ingest_url)
+                tenant = await tenant_values(
+                    session,
+                    row.tenant_id,
+                    ingest_url=self.ingest_url,
+                    ingest_token=instance_token_issuer(self.db, row.tenant_id),
+                )
+                # integration:<provider>: the access tokens of the moment (kept current later
+                # by zixly.provisioning.credentials).
+                tenant = await with_integration_tokens(session, tenant, self.secrets.keyring)
+                tenant = await with_provider_urls(session, tenant, self.provider_base_urls)
 
             async def prepare(api: N8nClient, cookie: str) -> list[dict[str, Any]]:
                 return await deploy_templates(api, cookie, specs, tenant)

@@ -224,7 +224,7 @@ class N8nClient:
         tags = _json(await self._request("PUT", path, json=body))
         return [tag for tag in tags if isinstance(tag, dict)] if isinstance(tags, list) else []
 
-    # --- credentials (public API; n8n has no update: create new, re-point, delete old) ---------
+    # --- credentials (public API to create; the internal one, with a cookie, to list and update) -
     async def create_credential(
         self, name: str, credential_type: str, data: Mapping[str, Any]
     ) -> dict[str, Any]:
@@ -238,6 +238,35 @@ class N8nClient:
         """
         data = _data(await self._request("GET", "/rest/credentials", cookie=cookie))
         return [c for c in data if isinstance(c, dict)] if isinstance(data, list) else []
+
+    async def update_credential(
+        self,
+        cookie: str,
+        credential_id: str,
+        name: str,
+        credential_type: str,
+        data: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """Replace a credential's data in place (its id, and so every workflow's reference
+        to it, stays). The public API has no update in 1.123: this is the internal
+        ``PATCH /rest/credentials/<id>`` (session cookie), which re-encrypts ``data``."""
+        body = {"name": name, "type": credential_type, "data": dict(data)}
+        path = f"/rest/credentials/{credential_id}"
+        found = _data(await self._request("PATCH", path, json=body, cookie=cookie))
+        if not isinstance(found, dict):
+            raise N8nError("n8n answered a credential update with an unexpected shape", status=200)
+        return found
+
+    async def get_credential(
+        self, cookie: str, credential_id: str, *, include_data: bool = False
+    ) -> dict[str, Any]:
+        """One credential (internal API); n8n blanks password fields in ``data``."""
+        params = {"includeData": "true" if include_data else "false"}
+        path = f"/rest/credentials/{credential_id}"
+        found = _data(await self._request("GET", path, params=params, cookie=cookie))
+        if not isinstance(found, dict):
+            raise N8nError("n8n answered with an unexpected shape", status=200)
+        return found
 
     async def delete_credential(self, credential_id: str) -> None:
         await self._request("DELETE", f"/api/v1/credentials/{credential_id}")
@@ -264,6 +293,15 @@ class N8nClient:
         if cursor:
             params["cursor"] = cursor
         return _page(await self._request("GET", "/api/v1/executions", params=params))
+
+    async def get_execution(
+        self, execution_id: str, *, include_data: bool = False
+    ) -> dict[str, Any]:
+        """One execution; with ``include_data`` its run data too (``data.resultData.error``
+        holds a failed run's error and the node it came from)."""
+        params = {"includeData": "true" if include_data else "false"}
+        path = f"/api/v1/executions/{execution_id}"
+        return _object(await self._request("GET", path, params=params))
 
     # --- transport --------------------------------------------------------------------------
     def _url(self, path: str) -> str:

@@ -11,6 +11,9 @@ The files make ``inspect`` and ``list_managed`` work across restarts of the cont
 A pid from ``state.json`` counts as the instance only if that process has the recorded create
 time and runs the recorded n8n, so a recycled pid is never mistaken for it.
 
+Every instance loads Zixly's n8n nodes (``zixly/n8n_nodes/package``) through
+``N8N_CUSTOM_EXTENSIONS``, as the container image does.
+
 n8n runs in its own session (process group) because it spawns task-runner children; ``stop``
 signals the whole group, SIGTERM first and SIGKILL after the grace period. The child gets a
 fresh environment (not ours, which holds Zixly's own secrets) with Node 22 first on PATH, since
@@ -41,6 +44,7 @@ from typing import Any
 
 import psutil
 
+from zixly.n8n_nodes.export import PACKAGE_DIR as NODES_PACKAGE_DIR
 from zixly.provisioning.distributions import N8nDistribution, ensure_n8n
 from zixly.provisioning.errors import InstanceNotFoundError, RuntimeFailure
 from zixly.provisioning.locks import LockTimeout, file_lock
@@ -406,6 +410,11 @@ def instance_env(spec: Mapping[str, Any], dist: N8nDistribution) -> dict[str, st
             "WEBHOOK_URL": f"http://{LISTEN_ADDRESS}:{port}/",
             "N8N_RUNNERS_BROKER_LISTEN_ADDRESS": LISTEN_ADDRESS,
             "N8N_RUNNERS_BROKER_PORT": str(spec["broker_port"]),
+            # Zixly's community nodes (zixly/n8n_nodes/package) load in every instance; a
+            # spec may add directories of its own (n8n splits the variable on ';').
+            "N8N_CUSTOM_EXTENSIONS": ";".join(
+                filter(None, [str(NODES_PACKAGE_DIR), env.get("N8N_CUSTOM_EXTENSIONS")])
+            ),
         }
     )
     return env

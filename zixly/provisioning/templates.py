@@ -22,8 +22,14 @@ which renders as the created credential's id).
 
 Value sources: ``tenant.id``, ``tenant.slug``, ``tenant.name``, ``zixly.ingest_url``,
 ``credential:<key>``, ``secret:<name>`` (a random token generated when the credential using
-it is created: the ingest slice replaces ``secret:ingest_token`` with a real, stored ingest
-token) and ``setting:<name>`` (a value the caller provides per tenant).
+it is created), ``ingest:token`` (a real ingest token issued for the tenant, stored hashed,
+when the credential using it is created; see zixly/ingest/instance_tokens.py) and
+``setting:<name>`` (a value the caller provides per tenant).
+
+``integration:<provider>`` is the tenant's current access token for that provider (decrypted
+from the integrations row), or the literal ``not-connected`` when it has none: credentials
+carrying it are created at deploy with the value of the moment and kept current in place by
+zixly.provisioning.credentials (on connect, on every refresh, on disconnect).
 
 Instances refer to a manifest template as ``manifest:<id>`` in their ``templates`` list.
 """
@@ -34,8 +40,8 @@ import json
 import re
 import secrets
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, cast
@@ -44,8 +50,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zixly.db.models import Tenant
+from zixly.crypto import Keyring, Secret
+from zixly.db.models import Integration, Tenant
 from zixly.errors import ValidationError
+from zixly.integrations.registry import PROVIDERS
+from zixly.integrations.tokens import TokenStore
 from zixly.provisioning.n8n_client import N8nClient
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "n8n-workflows"
@@ -58,6 +67,9 @@ _SOURCE = (
     r"|(credential|secret|setting|provider|integration):[a-z][a-z0-9_]*"
 )
 _TENANTS = cast(Table, Tenant.__table__)
+_INTEGRATIONS = cast(Table, Integration.__table__)
+NOT_CONNECTED = "not-connected"  # integration:<provider> of an integration without a token
+INGEST_TOKEN = "ingest:token"  # noqa: S105 - a placeholder source: a token issued at deploy
 
 
 class TemplateError(ValidationError):
@@ -93,6 +105,7 @@ class TemplateSpec(_Model):
     id: str = Field(pattern="^[a-z][a-z0-9-]*$")
     file: str = Field(pattern=r"^[A-Za-z0-9._-]+\.json$")
     name: str = Field(min_length=1)  # the workflow's name (workflows are matched by it)
+    description: str | None = None  # what it reads and what it writes, for people
     provider: str | None
     integration: str
     schedule: str
@@ -275,6 +288,92 @@ def template_problems(spec: TemplateSpec, workflow: Mapping[str, Any]) -> list[s
         for name in placeholders_in(credential.data):
             if by_source.get(name, "").startswith("credential:"):
                 problems.append(f"credential {credential.key} uses a credential id ({name})")
+    problems += _credential_reference_problems(spec, workflow)
+    problems += _trigger_problems(spec, workflow)
+    return problems
+
+
+def _credential_reference_problems(spec: TemplateSpec, workflow: Mapping[str, Any]) -> list[str]:
+    """Every node credential names a declared credential through its ``credential:<key>``
+    placeholder (never a fixed id: ids differ per instance), and every declared credential
+    is used by some node."""
+    problems: list[str] = []
+    by_source = {p.name: p.source for p in spec.placeholders}
+    keys = {c.key for c in spec.credentials}
+    referenced: set[str] = set()
+    for node in workflow.get("nodes") or []:
+        for ref in dict(node.get("credentials") or {}).values():
+            match = TOKEN.fullmatch(str(dict(ref).get("id", "")))
+            kind, _, key = by_source.get(match.group(1), "").partition(":") if match else ("",) * 3
+            if kind != "credential":
+                problems.append(
+                    f"node {node.get('name')!r}: credential id is not a credential:<key> placeholder"
+                )
+            elif key in keys:
+                referenced.add(key)
+    problems += [
+        f"credential {key} is declared but no node uses it" for key in sorted(keys - referenced)
+    ]
+    return problems
+
+
+SCHEDULE_TRIGGER = "n8n-nodes-base.scheduleTrigger"
+WEBHOOK_TRIGGER = "n8n-nodes-base.webhook"
+# A Schedule Trigger rule's period in minutes, from its field and that field's interval
+# (defaults as n8n's node description has them); months and cron have no fixed period.
+_PERIODS: dict[str, tuple[str, int, float]] = {
+    "seconds": ("secondsInterval", 30, 1 / 60),
+    "minutes": ("minutesInterval", 5, 1),
+    "hours": ("hoursInterval", 1, 60),
+    "days": ("daysInterval", 1, 1440),
+    "weeks": ("weeksInterval", 1, 10080),
+}
+
+
+def webhook_path(spec: TemplateSpec) -> str:
+    """The on-demand webhook's path (C4): ``zixly-<id>`` (an id already so prefixed is used
+    as it is: ``zixly-heartbeat``)."""
+    return spec.id if spec.id.startswith("zixly-") else f"zixly-{spec.id}"
+
+
+def schedule_periods(workflow: Mapping[str, Any]) -> list[float | None]:
+    """The period in minutes of every Schedule Trigger rule (None: not a fixed period)."""
+    periods: list[float | None] = []
+    for node in workflow.get("nodes") or []:
+        if node.get("type") != SCHEDULE_TRIGGER:
+            continue
+        rule = dict(dict(node.get("parameters") or {}).get("rule") or {})
+        for interval in rule.get("interval") or [{}]:
+            found = _PERIODS.get(str(interval.get("field", "days")))
+            if found is None:
+                periods.append(None)
+                continue
+            name, default, minutes = found
+            count = interval.get(name, default)
+            periods.append(count * minutes if isinstance(count, int | float) else None)
+    return periods
+
+
+def _trigger_problems(spec: TemplateSpec, workflow: Mapping[str, Any]) -> list[str]:
+    """The on-demand webhook (POST ``zixly-<id>``) and, when the manifest states
+    ``interval_minutes``, exactly one schedule rule with that period."""
+    problems: list[str] = []
+    path = webhook_path(spec)
+    webhooks = [
+        dict(node.get("parameters") or {})
+        for node in workflow.get("nodes") or []
+        if node.get("type") == WEBHOOK_TRIGGER
+    ]
+    if not any(w.get("path") == path and w.get("httpMethod") == "POST" for w in webhooks):
+        problems.append(f"no POST webhook trigger with path {path!r}")
+    if spec.interval_minutes is not None:
+        periods = schedule_periods(workflow)
+        if periods != [spec.interval_minutes]:
+            shown = ", ".join("not fixed" if p is None else f"{p:g}" for p in periods) or "none"
+            problems.append(
+                f"interval_minutes {spec.interval_minutes} does not match the schedule "
+                f"trigger (minutes: {shown})"
+            )
     return problems
 
 
@@ -290,6 +389,20 @@ class TenantValues:
     name: str
     ingest_url: str | None = None
     settings: Mapping[str, str] = field(default_factory=dict)
+    # Issues a real ingest token for the tenant (``ingest:token``), called only where a
+    # credential using it is created (see deploy_templates); the lifecycle provides it.
+    ingest_token: Callable[[], Awaitable[str]] | None = field(
+        default=None, compare=False, repr=False
+    )
+    # provider -> current access token (``integration:<provider>``); see
+    # with_integration_tokens.
+    integration_tokens: Mapping[str, Secret] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    # ``provider:<name>``: the settings' provider_base_urls (the sandbox) and per-provider
+    # URL parameters (Shopify's ``shop``); see with_provider_urls.
+    provider_base_urls: Mapping[str, str] = field(default_factory=dict)
+    provider_params: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def source(self, source: str, credential_ids: Mapping[str, str]) -> str | None:
         """The value of one source; None if it has none (yet)."""
@@ -306,15 +419,61 @@ class TenantValues:
             return credential_ids.get(key)
         if kind == "setting":
             return self.settings.get(key)
+        if kind == "integration":
+            token = self.integration_tokens.get(key)
+            return token.reveal() if token is not None else NOT_CONNECTED
+        if kind == "provider":
+            return self.provider_url(key)
         return None  # secret: only where a credential is created (see deploy_templates)
+
+    def provider_url(self, name: str) -> str | None:
+        """The provider's data API base URL (C2), or None while it cannot be known (an
+        unknown provider, or a Shopify shop not connected yet)."""
+        spec = PROVIDERS.get(name)
+        if spec is None:
+            return None
+        try:
+            return spec.api_base(self.provider_base_urls, **self.provider_params.get(name, {}))
+        except (KeyError, IndexError):
+            return None
 
 
 async def tenant_values(
-    session: AsyncSession, tenant_id: uuid.UUID, *, ingest_url: str | None = None
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    *,
+    ingest_url: str | None = None,
+    ingest_token: Callable[[], Awaitable[str]] | None = None,
 ) -> TenantValues:
     query = select(_TENANTS.c.slug, _TENANTS.c.name).where(_TENANTS.c.id == tenant_id)
     row = (await session.execute(query)).one()
-    return TenantValues(tenant_id, str(row.slug), str(row.name), ingest_url=ingest_url)
+    return TenantValues(
+        tenant_id, str(row.slug), str(row.name), ingest_url=ingest_url, ingest_token=ingest_token
+    )
+
+
+async def with_integration_tokens(
+    session: AsyncSession, tenant: TenantValues, keyring: Keyring
+) -> TenantValues:
+    """``tenant`` with its integrations' access tokens (for ``integration:<provider>``);
+    ``session`` may be staff or the tenant's own."""
+    tokens = await TokenStore(keyring).access_tokens(session, tenant.tenant_id)
+    return replace(tenant, integration_tokens=tokens)
+
+
+async def with_provider_urls(
+    session: AsyncSession, tenant: TenantValues, base_urls: Mapping[str, str]
+) -> TenantValues:
+    """``tenant`` with what ``provider:<name>`` needs: the configured base URL overrides and
+    the URL parameters its integrations recorded (``metadata.shop`` for Shopify)."""
+    c = _INTEGRATIONS.c
+    query = select(c.provider, c["metadata"].label("meta")).where(c.tenant_id == tenant.tenant_id)
+    params = {
+        str(row.provider): {"shop": str(row.meta["shop"])}
+        for row in (await session.execute(query)).all()
+        if isinstance(row.meta, dict) and row.meta.get("shop")
+    }
+    return replace(tenant, provider_base_urls=dict(base_urls), provider_params=params)
 
 
 def values_for(
@@ -329,6 +488,8 @@ def values_for(
         value = (
             (generated or {}).get(key)
             if kind == "secret"
+            else (generated or {}).get(INGEST_TOKEN)
+            if placeholder.source == INGEST_TOKEN
             else tenant.source(placeholder.source, credential_ids)
         )
         if value is not None:
@@ -355,6 +516,11 @@ async def _schema_check(
         )
 
 
+def _needs_ingest_token(spec: TemplateSpec, credential: CredentialSpec) -> bool:
+    used = placeholders_in(credential.data)
+    return any(p.source == INGEST_TOKEN and p.name in used for p in spec.placeholders)
+
+
 async def deploy_templates(
     api: N8nClient,
     cookie: str,
@@ -369,6 +535,7 @@ async def deploy_templates(
         for c in await api.list_credentials(cookie)
     }
     rendered: list[dict[str, Any]] = []
+    ingest_token: str | None = None  # issued once per deployment, only if a credential needs it
     for spec in specs:
         workflow = spec.load(directory)
         problems = template_problems(spec, workflow)
@@ -383,6 +550,12 @@ async def deploy_templates(
                     for p in spec.placeholders
                     if p.source.startswith("secret:")
                 }
+                if _needs_ingest_token(spec, credential):
+                    if ingest_token is None:
+                        if tenant.ingest_token is None:
+                            raise TemplateError("no ingest token issuer for ingest:token")
+                        ingest_token = await tenant.ingest_token()
+                    generated[INGEST_TOKEN] = ingest_token
                 data = render(credential.data, values_for(spec, tenant, {}, generated))
                 await _schema_check(api, credential, data)
                 created = await api.create_credential(credential.name, credential.type, data)

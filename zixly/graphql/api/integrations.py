@@ -28,6 +28,19 @@ class Integration:
     expires_at: dt.datetime | None = strawberry.field(
         description="When the current access token expires, if known."
     )
+    consecutive_failures: int = strawberry.field(
+        description="Failed sync runs since the last successful one."
+    )
+    last_checked_at: dt.datetime | None = strawberry.field(
+        description="When the sync-health monitor last read the runs feeding it."
+    )
+    last_failure_at: dt.datetime | None = strawberry.field(
+        description="When the last failed run stopped (kept after a later success)."
+    )
+    last_error: str | None = strawberry.field(
+        description="What the last failed run reported: the node and its message, shortened, "
+        "with anything credential-like removed."
+    )
 
 
 @strawberry.type
@@ -44,6 +57,10 @@ class IntegrationQuery:
                 status=IntegrationStatus(row.status),
                 last_sync_at=row.last_sync_at,
                 expires_at=row.expires_at,
+                consecutive_failures=row.consecutive_failures,
+                last_checked_at=row.last_checked_at,
+                last_failure_at=row.last_failure_at,
+                last_error=row.last_error,
             )
             for row in rows
         ]

@@ -1,0 +1,110 @@
+"""``GET /oauth/<provider>/callback``: where a provider sends the browser back after consent.
+
+A browser navigation, so no JWT: the single-use state (zixly.integrations.connect) is what
+identifies the tenant and user. The answer is a small, static page (or, with
+``ZIXLY_OAUTH_RETURN_URL``, a redirect there) saying connected or failed with a typed
+reason. Nothing from the request is reflected except the provider name, which must be one
+of the registry's, and the reason, one of ours; tokens and codes never appear. The page
+loads nothing, sends no referrer (the callback URL carries the code) and is not cached.
+"""
+
+from __future__ import annotations
+
+import html
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from zixly.alerts.jobs import build_alert_service
+from zixly.crypto import Keyring
+from zixly.integrations.connect import ConnectFailure, IntegrationConnector, OAuthConnectError
+from zixly.integrations.registry import PROVIDERS
+from zixly.logging import get_logger
+from zixly.provisioning.control import job_queue
+from zixly.services import Services
+
+log = get_logger("zixly.http.oauth")
+# What the callback reads from the query; values longer than this are not a real answer.
+_PARAMS = {"state": 128, "code": 4096, "error": 64, "shop": 128}
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+_MESSAGES = {
+    ConnectFailure.INVALID_STATE: "This link is unknown, expired or was already used. "
+    "Start connecting again from Zixly.",
+    ConnectFailure.PROVIDER_MISMATCH: "This link was issued for another provider.",
+    ConnectFailure.ACCESS_DENIED: "Access was not granted.",
+    ConnectFailure.PROVIDER_ERROR: "The provider reported an error.",
+    ConnectFailure.INVALID_REQUEST: "The provider's answer was incomplete.",
+    ConnectFailure.INVALID_GRANT: "The provider refused the authorization. Start again.",
+    ConnectFailure.PROVIDER_UNAVAILABLE: "The provider could not be reached. Try again shortly.",
+    ConnectFailure.FORBIDDEN: "Only a tenant ADMIN can connect providers.",
+    ConnectFailure.INTERNAL: "Zixly could not complete the connection. Start again.",
+}
+
+
+def connector(services: Services) -> IntegrationConnector:
+    settings = services.settings
+    return IntegrationConnector(
+        services.db,
+        services.redis,
+        Keyring.from_settings(settings),
+        services.http,
+        settings,
+        alerts=build_alert_service(settings, services.db, services.http),
+        queue=job_queue(services.redis),
+    )
+
+
+async def oauth_callback(request: Request) -> Response:
+    services: Services = request.app.state.services
+    name = str(request.path_params["provider"])
+    if name not in PROVIDERS:
+        return _page(404, "Not found", "There is no such provider.")
+    query: dict[str, str] = {}
+    for key, limit in _PARAMS.items():
+        value = request.query_params.get(key)
+        if value is not None:
+            query[key] = value if len(value) <= limit else ""
+    request_id = getattr(request.state, "request_id", None)
+    try:
+        await connector(services).complete(name, query, request_id=request_id)
+    except OAuthConnectError as exc:
+        return _answer(services, name, exc.reason)
+    except Exception as exc:  # rolled back: nothing stored, no job; the state is spent
+        log.error("integration.connect.failed", provider=name, error=type(exc).__name__)
+        return _answer(services, name, ConnectFailure.INTERNAL)
+    return _answer(services, name, None)
+
+
+def _answer(services: Services, provider: str, failure: ConnectFailure | None) -> Response:
+    back = services.settings.oauth_return_url
+    if back:
+        params = {"provider": provider, "status": "failed" if failure else "connected"}
+        if failure is not None:
+            params["reason"] = failure.value
+        separator = "&" if "?" in back else "?"
+        return RedirectResponse(f"{back}{separator}{urlencode(params)}", 303, headers=_HEADERS)
+    if failure is None:
+        return _page(200, f"{provider} connected", "Zixly will start syncing shortly.")
+    status = {ConnectFailure.FORBIDDEN: 403, ConnectFailure.INTERNAL: 500}.get(failure, 400)
+    return _page(status, f"{provider} not connected", f"{_MESSAGES[failure]} ({failure.value})")
+
+
+def _page(status: int, title: str, message: str) -> HTMLResponse:
+    body = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>Zixly: {html.escape(title)}</title></head><body>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(message)}</p>"
+        "<p>You can close this window.</p></body></html>"
+    )
+    return HTMLResponse(body, status_code=status, headers=_HEADERS)
+
+
+def oauth_routes() -> list[Route]:
+    return [Route("/oauth/{provider}/callback", oauth_callback, methods=["GET"])]

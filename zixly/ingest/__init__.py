@@ -1,0 +1,1 @@
+"""Ingest: what tenants' n8n workflows post to Zixly (tokens, validation, set-based writes)."""
