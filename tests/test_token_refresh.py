@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from zixly.sandbox.oauth import Fault, ProviderSandbox
 from zixly.services import Services
 
 CLIENT = ("zixly-client", "zixly-client-secret")
+ATTEMPTS = 3
 
 
 @contextlib.asynccontextmanager
@@ -96,6 +98,9 @@ async def rig(services: Services, owner: asyncpg.Connection, data_dir: Path) -> 
                 for name in ("xero", "hubspot")
             },
             oauth_timeout_seconds=0.5,
+            oauth_refresh_attempts=ATTEMPTS,
+            oauth_retry_backoff_seconds=0.05,
+            oauth_retry_max_wait_seconds=5.0,
         )
         refresher = TokenRefresher(
             services.db,
@@ -176,27 +181,46 @@ async def test_reused_refresh_token_marks_the_integration_error(rig: Rig, world:
 async def test_5xx_and_timeouts_are_retryable_and_change_nothing(
     rig: Rig, world: World, fault: Fault
 ) -> None:
+    """Every attempt fails: the refresh gives up with a retryable error and changes nothing."""
     _, row_id, old = await rig.integration(world)
     before = await rig.owner.fetchrow("SELECT * FROM integrations WHERE id = $1", row_id)
-    rig.sandbox.faults.append(fault)
+    rig.sandbox.faults.extend([fault] * ATTEMPTS)
 
     with pytest.raises(ProviderUnavailableError) as caught:
         await rig.refresher.refresh_integration(row_id)
 
     assert caught.value.retryable and caught.value.code == "UNAVAILABLE"
+    assert rig.sandbox.calls[old] == ATTEMPTS
     after = await rig.owner.fetchrow("SELECT * FROM integrations WHERE id = $1", row_id)
     assert dict(after) == dict(before)
-    # Nothing was spent: the next attempt refreshes with the same token.
+    # Nothing was spent: the next run refreshes with the same token.
     assert await rig.refresher.refresh_integration(row_id) == "refreshed"
-    assert rig.sandbox.calls[old] == 2
+    assert rig.sandbox.calls[old] == ATTEMPTS + 1
+
+
+async def test_transient_failures_are_retried_with_backoff(rig: Rig, world: World) -> None:
+    """A 5xx, then a 429 asking for 0.3 s: the third call (after waiting) refreshes."""
+    _, row_id, old = await rig.integration(world)
+    rig.sandbox.faults.extend([Fault(status=502), Fault(status=429, retry_after="0.3")])
+
+    started = time.monotonic()
+    assert await rig.refresher.refresh_integration(row_id) == "refreshed"
+
+    assert time.monotonic() - started >= 0.3 + 0.05  # Retry-After, and the first backoff
+    assert rig.sandbox.calls[old] == 3
+    stored = await rig.stored(row_id)
+    assert stored.refresh_token is not None and stored.refresh_token.reveal() != old
 
 
 async def test_429_carries_retry_after(rig: Rig, world: World) -> None:
-    _, row_id, _ = await rig.integration(world)
+    """A Retry-After longer than the refresh will wait ends it at once (the next cron run
+    tries again), carrying the provider's value."""
+    _, row_id, old = await rig.integration(world)
     rig.sandbox.faults.append(Fault(status=429, retry_after="7"))
 
     with pytest.raises(ProviderRateLimitedError) as caught:
         await rig.refresher.refresh_integration(row_id)
+    assert rig.sandbox.calls[old] == 1
 
     assert caught.value.retry_after == 7.0
     assert caught.value.extensions == {

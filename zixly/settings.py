@@ -183,6 +183,23 @@ class Settings(BaseSettings):
     oauth_timeout_seconds: float = Field(
         default=15.0, gt=0, le=120, description="Timeout of one call to a token endpoint."
     )
+    oauth_refresh_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Calls to a token endpoint per refresh when it times out, fails with 5xx or "
+        "answers 429 (exponential backoff between them; 429 waits Retry-After).",
+    )
+    oauth_retry_backoff_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="First wait between refresh attempts (doubles)."
+    )
+    oauth_retry_max_wait_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Longest wait between refresh attempts; a longer Retry-After ends the "
+        "refresh (the next cron run tries again).",
+    )
     oauth_state_ttl_seconds: int = Field(
         default=600,
         ge=60,

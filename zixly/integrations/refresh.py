@@ -6,7 +6,8 @@ give up). Under the lock the row is read again: when another worker has just ref
 its tokens are used and the provider is not called. Otherwise the provider is called
 outside any database transaction, and the new access AND refresh token are written in one
 transaction before the lock is released, so with rotating (single-use) refresh tokens no
-one ever sends the old one again.
+one ever sends the old one again. Timeouts, 5xx and 429 (nothing changed at the provider) are
+tried again under the lock with exponential backoff, a 429 after its Retry-After.
 
 After the lock is released, hooks carry the outcome on (zixly.integrations.sync): a new
 access token is pushed into the tenant's n8n credential (a failed push is retried by the
@@ -16,6 +17,7 @@ next run and never touches the stored token), and a refused grant raises the rec
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -31,8 +33,14 @@ from zixly.crypto import Keyring
 from zixly.db.models import Integration
 from zixly.db.session import Database
 from zixly.errors import UnavailableError, ZixlyError
-from zixly.integrations.oauth import InvalidGrantError, OAuthClient
-from zixly.integrations.registry import provider
+from zixly.integrations.oauth import (
+    InvalidGrantError,
+    OAuthClient,
+    ProviderRateLimitedError,
+    ProviderUnavailableError,
+    TokenSet,
+)
+from zixly.integrations.registry import Provider, provider
 from zixly.integrations.sync import (
     alert_service,
     invalid_grant_alert,
@@ -88,8 +96,15 @@ class TokenRefresher:
         self.store = store
         self.oauth = oauth
         self.min_remaining = min_remaining
-        # The lock must outlive the provider call and the write that follows it.
-        self.lock_timeout = lock_timeout or oauth.settings.oauth_timeout_seconds * 2 + 10
+        settings = oauth.settings
+        self.attempts = settings.oauth_refresh_attempts
+        self.backoff = settings.oauth_retry_backoff_seconds
+        self.max_wait = settings.oauth_retry_max_wait_seconds
+        # The lock must outlive every attempt at the provider, the waits between them and the
+        # write that follows.
+        self.lock_timeout = lock_timeout or (
+            (settings.oauth_timeout_seconds + self.max_wait) * self.attempts + 10
+        )
         self.blocking_timeout = blocking_timeout
         # Alerting (another module) hooks in here; the log line is always written.
         self.on_invalid_grant = on_invalid_grant
@@ -124,6 +139,34 @@ class TokenRefresher:
                 )
         return outcome
 
+    async def _refresh_with_backoff(
+        self, spec: Provider, stored: StoredIntegration, params: dict[str, str]
+    ) -> TokenSet:
+        """The provider call, tried again after timeouts, 5xx and 429 (nothing changed at
+        the provider then): exponential backoff with jitter, or the 429's Retry-After; a
+        wait longer than ``max_wait`` ends the attempt (the next cron run tries again)."""
+        assert stored.refresh_token is not None
+        delay = self.backoff
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await self.oauth.refresh(spec, stored.refresh_token, **params)
+            except (ProviderUnavailableError, ProviderRateLimitedError) as exc:
+                asked = exc.retry_after if isinstance(exc, ProviderRateLimitedError) else None
+                wait = asked if asked is not None else delay * (1 + random.random() / 4)  # noqa: S311
+                if attempt == self.attempts or wait > self.max_wait:
+                    raise
+                log.warning(
+                    "integration.refresh.retrying",
+                    integration_id=str(stored.id),
+                    provider=stored.provider,
+                    code=exc.code,
+                    attempt=attempt,
+                    wait_seconds=round(wait, 2),
+                )
+                await asyncio.sleep(wait)
+                delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
     async def _refresh_locked(self, integration_id: uuid.UUID) -> tuple[Outcome, StoredIntegration]:
         async with self.db.transaction(STAFF) as session:
             stored = await self.store.load(session, integration_id)
@@ -136,7 +179,7 @@ class TokenRefresher:
         shop = stored.metadata.get("shop")
         params = {"shop": str(shop)} if shop else {}
         try:
-            tokens = await self.oauth.refresh(spec, stored.refresh_token, **params)
+            tokens = await self._refresh_with_backoff(spec, stored, params)
         except InvalidGrantError:
             await self._reject(stored)
             raise
