@@ -12,15 +12,13 @@ and writes everything to bench/results/api-<timestamp>.json.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import random
 import secrets
 import shutil
-import sys
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,15 +28,16 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 from rich.console import Console
 
+from bench import harness
 from bench.dataset import Dataset, Layout, ensure_dataset
+from bench.harness import on_embedded_stack
 from bench.loadgen import Sampler, client_factory, measure, send
 from bench.procstat import CpuGroups, parent_of
 from bench.report import Report, Run, print_report
 from bench.scenarios import Workload, all_scenarios
 from bench.servers import KINDS, Server, running_servers
 from zixly.auth.tokens import mint_token
-from zixly.db.migrate import upgrade
-from zixly.embedded import EmbeddedStack, Endpoints
+from zixly.embedded import Endpoints
 from zixly.settings import Settings
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -234,26 +233,9 @@ async def _measure_all(
 
 
 async def _main(config: BenchConfig, data_dir: Path, console: Console) -> Report:
-    stack = EmbeddedStack(data_dir, database_url=None, migrations_database_url=None, redis_url=None)
-    try:
-        with console.status(f"starting PostgreSQL + Redis in {data_dir}"):
-            endpoints = await stack.start()
-            await upgrade(endpoints.migrations_database_url)
-        return await run_benchmark(config, endpoints, console)
-    finally:
-        with console.status("stopping PostgreSQL + Redis"):
-            stack.stop()
-
-
-def _run(coroutine: Coroutine[Any, Any, Report]) -> Report:
-    try:
-        import uvloop
-
-        factory: Any = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coroutine)
+    return await on_embedded_stack(
+        data_dir, console, lambda endpoints: run_benchmark(config, endpoints, console)
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -291,12 +273,11 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console() if sys.stdout.isatty() else Console(width=140)  # tables stay whole
+    console = harness.console()
     try:
-        report = _run(_main(config_from(args), args.data_dir, console))
+        report = harness.run(_main(config_from(args), args.data_dir, console))
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: the servers and the embedded stack were stopped")
-        return 130
+        return harness.interrupted(console, "the servers")
     return 1 if any(run.measurement.failures for run in report.runs) else 0
 
 

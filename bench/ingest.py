@@ -25,10 +25,9 @@ import datetime as dt
 import json
 import secrets
 import shutil
-import sys
 import time
 import uuid
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -39,12 +38,13 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from bench import harness
+from bench.harness import on_embedded_stack
 from bench.procstat import MACHINE, CpuGroups, parent_of
 from bench.report import machine_info
 from bench.servers import running_servers
-from zixly.db.migrate import upgrade
 from zixly.db.session import Database, create_engine
-from zixly.embedded import EmbeddedStack, Endpoints
+from zixly.embedded import Endpoints
 from zixly.ingest.instance_tokens import issue_instance_token
 from zixly.logging import configure_logging
 from zixly.seed import ensure_tenant
@@ -508,26 +508,9 @@ def print_report(report: IngestReport, console: Console) -> None:
 
 
 async def _main(config: IngestConfig, data_dir: Path, console: Console) -> IngestReport:
-    stack = EmbeddedStack(data_dir, database_url=None, migrations_database_url=None, redis_url=None)
-    try:
-        with console.status(f"starting PostgreSQL + Redis in {data_dir}"):
-            endpoints = await stack.start()
-            await upgrade(endpoints.migrations_database_url)
-        return await run_benchmark(config, endpoints, console)
-    finally:
-        with console.status("stopping PostgreSQL + Redis"):
-            stack.stop()
-
-
-def _run(coroutine: Coroutine[Any, Any, IngestReport]) -> IngestReport:
-    try:
-        import uvloop
-
-        factory: Any = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coroutine)
+    return await on_embedded_stack(
+        data_dir, console, lambda endpoints: run_benchmark(config, endpoints, console)
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -566,12 +549,11 @@ def config_from(args: argparse.Namespace) -> IngestConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging("WARNING", json=True)
-    console = Console() if sys.stdout.isatty() else Console(width=140)
+    console = harness.console()
     try:
-        report = _run(_main(config_from(args), args.data_dir, console))
+        report = harness.run(_main(config_from(args), args.data_dir, console))
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: the server and the embedded stack were stopped")
-        return 130
+        return harness.interrupted(console, "the server")
     return 0 if not report.notes else 1
 
 

@@ -14,8 +14,9 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import docker
 import httpx
 import pytest
@@ -33,6 +34,11 @@ from zixly.provisioning.runtime import (
     InstanceSpec,
     RuntimeState,
 )
+from zixly.services import Services
+from zixly.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.provisioning.instance_support import LifecycleEnv
 
 FIXTURES = Path(__file__).parent / "fixtures"
 N8N_VERSION = DEFAULT_N8N_VERSION
@@ -151,3 +157,19 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[docker.D
 def n8n_image(docker_engine: docker.DockerClient, n8n_dist: N8nDistribution) -> ImageResult:
     """localhost/zixly/n8n:<version>; built here (about 2 min) unless `zixly n8n image` ran."""
     return ensure_n8n_image(docker_engine, N8N_VERSION)
+
+
+@pytest.fixture(scope="module")
+async def env(
+    services: Services,
+    process_runtime: ProcessRuntime,
+    n8n_http: httpx.AsyncClient,
+    owner: asyncpg.Connection,
+    settings: Settings,
+) -> AsyncIterator[LifecycleEnv]:
+    """A module's lifecycle environment over the module's process runtime (instances and
+    their rows are removed when the module ends). A module may override it."""
+    from tests.provisioning.instance_support import lifecycle_env
+
+    async with lifecycle_env(services, process_runtime, n8n_http, owner, settings) as built:
+        yield built

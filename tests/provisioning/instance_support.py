@@ -187,3 +187,46 @@ async def run_queued_jobs(
             warnings.filterwarnings("ignore", "Call to deprecated close", DeprecationWarning)
             await running.close()
     return running.jobs_complete, running.jobs_failed
+
+
+def webhook_split_workflow(
+    name: str, path: str, field: str, node: dict[str, Any]
+) -> dict[str, Any]:
+    """A workflow ``Webhook -> Split Out -> node``: the webhook answers with every item the
+    last node returned; ``field`` (e.g. ``body.items``) holds the array to split into items;
+    ``node`` (its name, type, parameters...) gets an id and its position here."""
+    last = {**node, "id": str(uuid.uuid4()), "position": [440, 0]}
+    return {
+        "name": name,
+        "nodes": [
+            {
+                "parameters": {
+                    "httpMethod": "POST",
+                    "path": path,
+                    "responseMode": "lastNode",
+                    "responseData": "allEntries",
+                    "options": {},
+                },
+                "id": str(uuid.uuid4()),
+                "name": "Webhook",
+                "type": "n8n-nodes-base.webhook",
+                "typeVersion": 2,
+                "position": [0, 0],
+                "webhookId": str(uuid.uuid4()),
+            },
+            {
+                "parameters": {"fieldToSplitOut": field, "options": {}},
+                "id": str(uuid.uuid4()),
+                "name": "Items",
+                "type": "n8n-nodes-base.splitOut",
+                "typeVersion": 1,
+                "position": [220, 0],
+            },
+            last,
+        ],
+        "connections": {
+            "Webhook": {"main": [[{"node": "Items", "type": "main", "index": 0}]]},
+            "Items": {"main": [[{"node": last["name"], "type": "main", "index": 0}]]},
+        },
+        "settings": {"executionOrder": "v1"},
+    }

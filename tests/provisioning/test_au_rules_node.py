@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +23,7 @@ import pytest
 
 from tests.au_rules_reference import evaluate, load_vectors
 from tests.provisioning.conftest import Instance, launch, remove_all
+from tests.provisioning.instance_support import webhook_split_workflow
 from zixly.errors import ValidationError
 from zixly.n8n_nodes.export import PACKAGE_DIR
 from zixly.provisioning.distributions import N8nDistribution
@@ -54,48 +54,13 @@ def _workflow(op: str, path: str, *, on_error: str | None = None) -> dict[str, A
     """Webhook (respond when the last node finishes, all entries) -> Split Out -> AU Rules."""
     rules: dict[str, Any] = {
         "parameters": {"operation": op, **PARAMETERS[op]},
-        "id": str(uuid.uuid4()),
         "name": "AU Rules",
         "type": NODE_TYPE,
         "typeVersion": 1,
-        "position": [440, 0],
     }
     if on_error:
         rules["onError"] = on_error
-    return {
-        "name": f"Zixly test: AU rules {path}",
-        "nodes": [
-            {
-                "parameters": {
-                    "httpMethod": "POST",
-                    "path": path,
-                    "responseMode": "lastNode",
-                    "responseData": "allEntries",
-                    "options": {},
-                },
-                "id": str(uuid.uuid4()),
-                "name": "Webhook",
-                "type": "n8n-nodes-base.webhook",
-                "typeVersion": 2,
-                "position": [0, 0],
-                "webhookId": str(uuid.uuid4()),
-            },
-            {
-                "parameters": {"fieldToSplitOut": "body.items", "options": {}},
-                "id": str(uuid.uuid4()),
-                "name": "Items",
-                "type": "n8n-nodes-base.splitOut",
-                "typeVersion": 1,
-                "position": [220, 0],
-            },
-            rules,
-        ],
-        "connections": {
-            "Webhook": {"main": [[{"node": "Items", "type": "main", "index": 0}]]},
-            "Items": {"main": [[{"node": "AU Rules", "type": "main", "index": 0}]]},
-        },
-        "settings": {"executionOrder": "v1"},
-    }
+    return webhook_split_workflow(f"Zixly test: AU rules {path}", path, "body.items", rules)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
@@ -27,7 +26,6 @@ from tests.provisioning.conftest import FIXTURES, READY_WITHIN
 from tests.provisioning.instance_support import (
     N8N_VERSION,
     LifecycleEnv,
-    lifecycle_env,
     run_queued_jobs,
 )
 from tests.test_integration_connect import CLIENT, START, free_port, serve
@@ -48,7 +46,6 @@ from zixly.provisioning.credentials import CredentialDeps, push_credentials
 from zixly.provisioning.instances import ActualState
 from zixly.provisioning.lifecycle import InstanceLifecycle
 from zixly.provisioning.n8n_client import N8nClient
-from zixly.provisioning.process_runtime import ProcessRuntime
 from zixly.provisioning.templates import (
     bundled_manifest,
     deploy_templates,
@@ -103,18 +100,6 @@ async def capture() -> AsyncIterator[Capture]:
 
     async with serve(app, port):
         yield found
-
-
-@pytest.fixture(scope="module")
-async def env(
-    services: Services,
-    process_runtime: ProcessRuntime,
-    n8n_http: httpx.AsyncClient,
-    owner: asyncpg.Connection,
-    settings: Settings,
-) -> AsyncIterator[LifecycleEnv]:
-    async with lifecycle_env(services, process_runtime, n8n_http, owner, settings) as built:
-        yield built
 
 
 def lifecycle(env: LifecycleEnv, capture: Capture) -> InstanceLifecycle:

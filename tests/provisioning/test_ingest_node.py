@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import TenantFixture, World
 from tests.provisioning.conftest import Instance, launch, remove_all
+from tests.provisioning.instance_support import webhook_split_workflow
 from zixly.ingest.instance_tokens import issue_instance_token
 from zixly.provisioning.n8n_client import AUTH_COOKIE
 from zixly.provisioning.process_runtime import ProcessRuntime
@@ -39,53 +40,19 @@ async def instance(
 
 
 def _workflow(path: str, credential: dict[str, str], batch_size: int) -> dict[str, Any]:
-    return {
-        "name": f"Zixly test: ingest {path}",
-        "nodes": [
-            {
-                "parameters": {
-                    "httpMethod": "POST",
-                    "path": path,
-                    "responseMode": "lastNode",
-                    "responseData": "allEntries",
-                    "options": {},
-                },
-                "id": str(uuid.uuid4()),
-                "name": "Webhook",
-                "type": "n8n-nodes-base.webhook",
-                "typeVersion": 2,
-                "position": [0, 0],
-                "webhookId": str(uuid.uuid4()),
-            },
-            {
-                "parameters": {"fieldToSplitOut": "body.records", "options": {}},
-                "id": str(uuid.uuid4()),
-                "name": "Records",
-                "type": "n8n-nodes-base.splitOut",
-                "typeVersion": 1,
-                "position": [220, 0],
-            },
-            {
-                "parameters": {
-                    "kind": "financials",
-                    "sourceSystem": "n8n-test",
-                    "batchSize": batch_size,
-                    "options": {},
-                },
-                "id": str(uuid.uuid4()),
-                "name": "Ingest",
-                "type": "CUSTOM.zixlyIngest",
-                "typeVersion": 1,
-                "position": [440, 0],
-                "credentials": {"zixlyIngestApi": credential},
-            },
-        ],
-        "connections": {
-            "Webhook": {"main": [[{"node": "Records", "type": "main", "index": 0}]]},
-            "Records": {"main": [[{"node": "Ingest", "type": "main", "index": 0}]]},
+    ingest = {
+        "parameters": {
+            "kind": "financials",
+            "sourceSystem": "n8n-test",
+            "batchSize": batch_size,
+            "options": {},
         },
-        "settings": {"executionOrder": "v1"},
+        "name": "Ingest",
+        "type": "CUSTOM.zixlyIngest",
+        "typeVersion": 1,
+        "credentials": {"zixlyIngestApi": credential},
     }
+    return webhook_split_workflow(f"Zixly test: ingest {path}", path, "body.records", ingest)
 
 
 def credential_data(url: str, token: str) -> dict[str, str]:

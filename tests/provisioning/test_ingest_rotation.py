@@ -22,15 +22,13 @@ import uvicorn
 
 from tests.conftest import World, _InProcessServer, gql, make_settings
 from tests.provisioning.conftest import READY_WITHIN
-from tests.provisioning.instance_support import N8N_VERSION, LifecycleEnv, lifecycle_env
+from tests.provisioning.instance_support import N8N_VERSION, LifecycleEnv
 from zixly.embedded import Endpoints
 from zixly.http.app import create_app
 from zixly.ingest.instance_tokens import INSTANCE_TOKEN_NAME
 from zixly.provisioning.instances import ActualState
 from zixly.provisioning.lifecycle import InstanceLifecycle, handle_of
-from zixly.provisioning.process_runtime import ProcessRuntime
 from zixly.services import Services
-from zixly.settings import Settings
 
 HEARTBEAT = "manifest:zixly-heartbeat"
 ROTATE = "mutation($t: ID!) { rotateIngestToken(tenantId: $t) { id name prefix revokedAt } }"
@@ -80,18 +78,6 @@ class Zixly:
     url: str
     client: httpx.AsyncClient
     tap: Tap
-
-
-@pytest.fixture(scope="module")
-async def env(
-    services: Services,
-    process_runtime: ProcessRuntime,
-    n8n_http: httpx.AsyncClient,
-    owner: asyncpg.Connection,
-    settings: Settings,
-) -> AsyncIterator[LifecycleEnv]:
-    async with lifecycle_env(services, process_runtime, n8n_http, owner, settings) as built:
-        yield built
 
 
 @pytest.fixture(scope="module")

@@ -29,19 +29,16 @@ import httpx
 import pytest
 
 from tests.provisioning.conftest import READY_WITHIN
-from tests.provisioning.instance_support import N8N_VERSION, LifecycleEnv, lifecycle_env
+from tests.provisioning.instance_support import N8N_VERSION, LifecycleEnv
 from zixly.keys import integration_binding
 from zixly.provisioning.instances import ActualState
 from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle
 from zixly.provisioning.n8n_client import N8nClient
-from zixly.provisioning.process_runtime import ProcessRuntime
 from zixly.provisioning.templates import load_manifest, tenant_values, with_provider_urls
 from zixly.sandbox import asana, hubspot, shopify, xero
 from zixly.sandbox.common import ApiCall, ApiFault
 from zixly.sandbox.oauth import ProviderSandbox
 from zixly.sandbox.server import RunningSandbox, serve_sandbox
-from zixly.services import Services
-from zixly.settings import Settings
 
 TEMPLATES = {s.id: s for s in load_manifest().templates if s.provider is not None}
 WINDOW_DAYS = 7  # the Settings node's "days" of the Xero, Asana and Shopify templates
@@ -53,18 +50,6 @@ RUN_WITHIN = 180.0
 async def sandbox() -> AsyncIterator[RunningSandbox]:
     async with serve_sandbox(ProviderSandbox()) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-async def env(
-    services: Services,
-    process_runtime: ProcessRuntime,
-    n8n_http: httpx.AsyncClient,
-    owner: asyncpg.Connection,
-    settings: Settings,
-) -> AsyncIterator[LifecycleEnv]:
-    async with lifecycle_env(services, process_runtime, n8n_http, owner, settings) as built:
-        yield built
 
 
 @dataclass

@@ -12,11 +12,8 @@ import dataclasses
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
-import httpx
 import psutil
 import pytest
 
@@ -29,7 +26,6 @@ from tests.provisioning.instance_support import (
     Killed,
     LifecycleEnv,
     kill_after,
-    lifecycle_env,
 )
 from zixly.cli import build_parser
 from zixly.embedded import Endpoints
@@ -42,27 +38,12 @@ from zixly.provisioning.instances import (
     Step,
 )
 from zixly.provisioning.lifecycle import Operation, handle_of
-from zixly.provisioning.process_runtime import ProcessRuntime
 from zixly.provisioning.reconciler import Action, ReconcileReport, plan
 from zixly.provisioning.runtime import InstanceSpec, RuntimeState
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField
-from zixly.services import Services
-from zixly.settings import Settings
 from zixly.worker import reconcile_once
 
 STEP_EVENTS = ["SECRETS", "CREATED", "STARTED", "READY", "BOOTSTRAPPED", "TEMPLATES"]
-
-
-@pytest.fixture(scope="module")
-async def env(
-    services: Services,
-    process_runtime: ProcessRuntime,
-    n8n_http: httpx.AsyncClient,
-    owner: asyncpg.Connection,
-    settings: Settings,
-) -> AsyncIterator[LifecycleEnv]:
-    async with lifecycle_env(services, process_runtime, n8n_http, owner, settings) as built:
-        yield built
 
 
 @pytest.fixture(scope="module")

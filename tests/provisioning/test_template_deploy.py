@@ -14,19 +14,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
-import httpx
 import pytest
 import uvicorn
 
 from tests.provisioning.conftest import READY_WITHIN
-from tests.provisioning.instance_support import N8N_VERSION, LifecycleEnv, lifecycle_env
+from tests.provisioning.instance_support import N8N_VERSION, LifecycleEnv
 from zixly.provisioning.instances import ActualState
 from zixly.provisioning.lifecycle import InstanceLifecycle
 from zixly.provisioning.n8n_client import N8nClient
-from zixly.provisioning.process_runtime import ProcessRuntime
-from zixly.services import Services
-from zixly.settings import Settings
 
 HEARTBEAT = "manifest:zixly-heartbeat"
 HEARTBEAT_NAME = "Zixly: heartbeat"
@@ -74,18 +69,6 @@ async def ingest() -> AsyncIterator[Capture]:
     yield capture
     server.should_exit = True
     await task
-
-
-@pytest.fixture(scope="module")
-async def env(
-    services: Services,
-    process_runtime: ProcessRuntime,
-    n8n_http: httpx.AsyncClient,
-    owner: asyncpg.Connection,
-    settings: Settings,
-) -> AsyncIterator[LifecycleEnv]:
-    async with lifecycle_env(services, process_runtime, n8n_http, owner, settings) as built:
-        yield built
 
 
 def lifecycle(env: LifecycleEnv, ingest: Capture) -> InstanceLifecycle:
