@@ -16,6 +16,7 @@ dev: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy zixly
 	bash scripts/ci-setup-podman.sh
 	$(VENV)/bin/zixly n8n install
 	$(VENV)/bin/zixly n8n image

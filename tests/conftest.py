@@ -54,6 +54,7 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "jwt_secret": JWT_SECRET,
         "rate_limit_per_minute": 100_000,
         "log_json": True,
+        "alert_webhook_allow_loopback": True,  # the tests' webhook receivers run on 127.0.0.1
     }
     values.update(overrides)
     return Settings(**values)

@@ -22,6 +22,7 @@ from arq.connections import RedisSettings
 
 from tests.conftest import World
 from zixly.alerts.channels import SmtpChannel, WebhookChannel
+from zixly.alerts.destinations import WebhookTargets
 from zixly.alerts.jobs import deliver_alerts
 from zixly.alerts.service import AlertService
 from zixly.crypto import Keyring, Secret
@@ -117,7 +118,11 @@ def make_service(
         host="127.0.0.1", port=smtp_port, sender="alerts@zixly.test", starttls=False, timeout=5
     )
     return AlertService(
-        db, Keyring.from_settings(settings), smtp, WebhookChannel(http, timeout=5), **kw
+        db,
+        Keyring.from_settings(settings),
+        smtp,
+        WebhookChannel(http, timeout=5, targets=WebhookTargets(allow_loopback=True)),
+        **kw,
     )
 
 

@@ -46,7 +46,7 @@ class EmbeddedPostgres:
             runtime = self.path.parent / "run"
             runtime.mkdir(mode=0o700, exist_ok=True)
             os.environ["XDG_RUNTIME_DIR"] = str(runtime)
-        import pgserver
+        from pgserver.postgres_server import get_server
         from pgserver.utils import PostmasterInfo
 
         # pgserver's own reference count lives in a file that killed processes never
@@ -55,7 +55,7 @@ class EmbeddedPostgres:
         running = PostmasterInfo.read_from_pgdata(self.path) if self.path.exists() else None
         alive = running is not None and running.is_running()
         self._owned = not alive or not self._owner_alive()
-        self._server = pgserver.get_server(self.path, cleanup_mode=None)
+        self._server = get_server(self.path, cleanup_mode=None)
         if self._owned:
             me = psutil.Process()
             self.owner_file.write_text(f"{me.pid} {me.create_time()}")
@@ -66,7 +66,8 @@ class EmbeddedPostgres:
         try:
             pid_text, created = self.owner_file.read_text().split()
             owner = psutil.Process(int(pid_text))
-            return owner.is_running() and abs(owner.create_time() - float(created)) < 0.01
+            running: bool = owner.is_running()
+            return running and abs(owner.create_time() - float(created)) < 0.01
         except (OSError, ValueError, psutil.Error):
             return False
 
@@ -83,7 +84,7 @@ class EmbeddedPostgres:
             return
         with contextlib.suppress(OSError):
             self.owner_file.unlink()
-        from pgserver._commands import pg_ctl
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # setattr at import
 
         try:
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)

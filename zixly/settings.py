@@ -226,6 +226,12 @@ class Settings(BaseSettings):
     smtp_starttls: bool = Field(default=True, description="Upgrade the connection with STARTTLS.")
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     alert_webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    alert_webhook_allow_loopback: bool = Field(
+        default=False,
+        description="Let alert webhooks post to this machine (localhost, 127.0.0.1, ::1; http "
+        "or https): a local receiver in development and tests. Never in production: tenants' "
+        "n8n instances listen on loopback. Private and link-local addresses are always refused.",
+    )
 
     # --- sync-health monitor -----------------------------------------------------
     monitor_concurrency: int = Field(

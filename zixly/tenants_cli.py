@@ -155,7 +155,7 @@ async def run_command(
 
 
 async def _create(p: Platform, args: argparse.Namespace, console: Console) -> int:
-    if not SLUG_PATTERN.match(args.slug):
+    if not SLUG_PATTERN.fullmatch(args.slug):
         raise ValidationError("the slug must be 2 to 63 lowercase letters, digits or '-'")
     async with p.db.transaction(STAFF) as session:
         row = await create_tenant(

@@ -38,6 +38,7 @@ from tests.test_alerts import (  # noqa: F401 - module-scoped fixtures: the real
 )
 from tests.test_subscriptions import connected, receive, subscribe, wait_for_subscribers
 from zixly.alerts.channels import SmtpChannel, WebhookChannel
+from zixly.alerts.destinations import WebhookTargets
 from zixly.alerts.service import AlertService
 from zixly.monitor.jobs import MONITOR_JOB, MONITOR_TIMEOUT_SECONDS, monitor_sync_health
 from zixly.monitor.monitor import PASS_LOCK, SyncHealthMonitor
@@ -134,7 +135,8 @@ def alerts(
         host="127.0.0.1", port=smtp_server[0], sender="alerts@zixly.test", starttls=False
     )
     env = setup.env
-    return AlertService(env.db, env.keyring, smtp, WebhookChannel(n8n_http, timeout=5))
+    webhook = WebhookChannel(n8n_http, timeout=5, targets=WebhookTargets(allow_loopback=True))
+    return AlertService(env.db, env.keyring, smtp, webhook)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import httpx
 
+from zixly.alerts.destinations import WebhookTargets
 from zixly.alerts.errors import AlertDeliveryError, AlertNotConfiguredError
 from zixly.crypto import Secret
 from zixly.settings import Settings
@@ -182,19 +183,40 @@ _install_log_filter()
 
 
 class WebhookChannel:
-    """A JSON POST to a Slack-compatible incoming webhook; any 2xx answer is delivery."""
+    """A JSON POST to a Slack-compatible incoming webhook; any 2xx answer is delivery.
 
-    def __init__(self, http: httpx.AsyncClient, *, timeout: float = 10.0) -> None:
+    Only to the addresses ``targets`` allows (zixly.alerts.destinations), connecting to the
+    address it checked. No redirect is followed and the answer's body is never read (the
+    tenant chooses the server: it could send gigabytes); ``timeout`` bounds the whole
+    delivery, resolving included, since deliveries of all tenants go one after another."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        timeout: float = 10.0,
+        targets: WebhookTargets | None = None,
+    ) -> None:
         self.http = http
         self.timeout = timeout
+        self.targets = targets or WebhookTargets()
 
     async def send(self, url: Secret, notice: Notice) -> None:
         marker = _SENDING_WEBHOOK.set(True)
         try:
-            response = await self.http.post(
-                url.reveal(), json=notice.payload(), timeout=self.timeout
-            )
-        except httpx.TimeoutException as exc:
+            async with asyncio.timeout(self.timeout):
+                target = await self.targets.pin(url.reveal())
+                async with self.http.stream(
+                    "POST",
+                    target.url,
+                    json=notice.payload(),
+                    headers=target.headers,
+                    extensions=target.extensions,
+                    timeout=self.timeout,
+                    follow_redirects=False,
+                ) as response:
+                    pass
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise AlertDeliveryError("the webhook timed out", channel="webhook") from exc
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise AlertDeliveryError(

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from zixly.alerts.channels import SmtpChannel, WebhookChannel
+from zixly.alerts.destinations import WebhookTargets
 from zixly.alerts.service import AlertService
 from zixly.crypto import Keyring
 from zixly.db.session import Database
@@ -21,7 +22,11 @@ def build_alert_service(settings: Settings, db: Database, http: httpx.AsyncClien
         db,
         Keyring.from_settings(settings),
         SmtpChannel.from_settings(settings),
-        WebhookChannel(http, timeout=settings.alert_webhook_timeout_seconds),
+        WebhookChannel(
+            http,
+            timeout=settings.alert_webhook_timeout_seconds,
+            targets=WebhookTargets.from_settings(settings),
+        ),
     )
 
 

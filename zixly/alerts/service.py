@@ -20,9 +20,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, and_, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, Table, and_, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,14 +31,15 @@ from zixly.alerts.config import SETTINGS, AlertConfig, AlertSettingsRepository, 
 from zixly.alerts.errors import AlertDeliveryError, AlertNotConfiguredError
 from zixly.crypto import DecryptionError, Keyring
 from zixly.db.models import Alert, AlertDelivery
+from zixly.db.rows import AnyRow
 from zixly.db.session import Database, Scope
 from zixly.errors import ValidationError
 from zixly.logging import get_logger
 
 log = get_logger("zixly.alerts")
 
-ALERTS = Alert.__table__
-DELIVERIES = AlertDelivery.__table__
+ALERTS = cast(Table, Alert.__table__)
+DELIVERIES = cast(Table, AlertDelivery.__table__)
 STAFF = Scope(tenant_id=None, staff=True)
 MAX_ATTEMPTS = 10
 BATCH_SIZE = 100
@@ -82,7 +83,7 @@ class AlertService:
         batch_size: int = BATCH_SIZE,
     ) -> None:
         self.db = db
-        self.settings = AlertSettingsRepository(keyring)
+        self.settings = AlertSettingsRepository(keyring, webhook.targets)
         self.smtp = smtp
         self.webhook = webhook
         self.backoff = backoff
@@ -205,7 +206,7 @@ class AlertService:
     async def _claim_notice(
         self, session: AsyncSession, tenant_id: uuid.UUID, alert_id: uuid.UUID, config: AlertConfig
     ) -> bool:
-        due = ALERTS.c.notified_at.is_(None)
+        due: ColumnElement[bool] = ALERTS.c.notified_at.is_(None)
         if config.renotify_after is not None:
             due = or_(due, ALERTS.c.notified_at <= func.now() - config.renotify_after)
         claimed = await session.execute(
@@ -232,7 +233,7 @@ class AlertService:
             ],
         )
 
-    async def _deliver(self, session: AsyncSession, row: Row[Any]) -> DeliveryReport:
+    async def _deliver(self, session: AsyncSession, row: AnyRow) -> DeliveryReport:
         notice = Notice(
             kind=row.kind,
             tenant_id=row.tenant_id,
@@ -247,8 +248,12 @@ class AlertService:
         attempts = row.attempts + 1
         try:
             await self._send(row, notice)
-        except AlertDeliveryError as exc:
-            error = f"{exc.code}: {exc.message}"
+        except Exception as exc:  # one delivery's failure never stops the batch
+            if isinstance(exc, AlertDeliveryError):
+                error = f"{exc.code}: {exc.message}"
+            else:  # a bug, not the destination: recorded by type only (no URL or address)
+                error = f"UNEXPECTED: {type(exc).__name__}"
+                log.error("alert.delivery_crashed", delivery_id=row.id, error=type(exc).__name__)
             gave_up = attempts >= self.max_attempts
             await session.execute(
                 update(DELIVERIES)
@@ -290,7 +295,7 @@ class AlertService:
         )
         return DeliveryReport(sent=1)
 
-    async def _send(self, row: Row[Any], notice: Notice) -> None:
+    async def _send(self, row: AnyRow, notice: Notice) -> None:
         if row.channel == "email":
             await self.smtp.send(row.email_recipients or (), notice)
             return

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 from alembic import command
 from alembic.config import Config
-from alembic.operations import Operations
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -24,13 +24,21 @@ def alembic_config(
     return config
 
 
-def exec_script(op: Operations, sql: str) -> None:
+class Bound(Protocol):
+    """What ``exec_script`` needs: migrations pass the ``alembic.op`` module proxy."""
+
+    def get_bind(self) -> Connection: ...
+
+
+def exec_script(op: Bound, sql: str) -> None:
     """Run a multi-statement SQL script (functions with ``$$`` bodies included).
 
     asyncpg prepares every statement SQLAlchemy sends, and a prepared statement holds one
     command; its simple-query ``execute`` without arguments takes a whole script.
     """
     driver_connection = op.get_bind().connection.driver_connection
+    if driver_connection is None:
+        raise RuntimeError("the migration's connection is closed")
     await_only(driver_connection.execute(sql))
 
 

@@ -541,9 +541,7 @@ class AlertDelivery(Base):
         ),
         CheckConstraint("kind IN ('NOTICE', 'RECOVERY')", name="alert_deliveries_kind"),
         CheckConstraint("channel IN ('email', 'webhook')", name="alert_deliveries_channel"),
-        CheckConstraint(
-            "status IN ('PENDING', 'SENT', 'FAILED')", name="alert_deliveries_status"
-        ),
+        CheckConstraint("status IN ('PENDING', 'SENT', 'FAILED')", name="alert_deliveries_status"),
         Index("alert_deliveries_tenant_alert_idx", "tenant_id", "alert_id"),
         Index(
             "alert_deliveries_pending_idx",
@@ -574,9 +572,7 @@ class IngestToken(Base):
         UniqueConstraint("tenant_id", "id", name="ingest_tokens_tenant_id_id_key"),
         UniqueConstraint("token_hash", name="ingest_tokens_token_hash_key"),
         CheckConstraint("octet_length(token_hash) = 32", name="ingest_tokens_hash_is_sha256"),
-        CheckConstraint(
-            "char_length(name) BETWEEN 1 AND 100", name="ingest_tokens_name_length"
-        ),
+        CheckConstraint("char_length(name) BETWEEN 1 AND 100", name="ingest_tokens_name_length"),
         Index(
             "ingest_tokens_tenant_name_live",
             "tenant_id",

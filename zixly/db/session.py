@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from zixly.db.rows import AnyRow
 from zixly.settings import Settings
 
 _SCOPE_SQL = text(
@@ -55,6 +56,8 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
         # No pre-ping (a round trip per checkout); recycle instead, and a broken connection
         # invalidates the pool on first use.
         pool_recycle=1800,
+        # Statement errors name the statement, not its values: rows carry tenant data.
+        hide_parameters=True,
         connect_args={
             "statement_cache_size": settings.db_statement_cache_size,
             "server_settings": {"application_name": "zixly-api"},
@@ -121,7 +124,7 @@ class UnitOfWork:
                 self._session = session
             yield self._session
 
-    async def open_with(self, statement: Any, params: dict[str, Any]) -> Row[Any] | None:
+    async def open_with(self, statement: Any, params: dict[str, Any]) -> AnyRow | None:
         """Begin the transaction with a statement that applies the scope itself.
 
         Authentication uses this: one statement looks the user up and sets

@@ -22,7 +22,6 @@ from sqlalchemy import (
     Integer,
     Interval,
     Numeric,
-    Row,
     Select,
     Subquery,
     Text,
@@ -40,6 +39,7 @@ from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zixly.db.models import CustomMetric, Financial, LeadEvent
+from zixly.db.rows import AnyRow
 from zixly.domain.ranges import DateRange
 from zixly.seed import PIPELINE
 
@@ -148,15 +148,15 @@ def _period_bounds(
 
 @dataclass(frozen=True)
 class SalesFunnel:
-    stages: list[Row[Any]]
+    stages: list[AnyRow]
     """stage, count, value, conversion_rate; pipeline stages first, in order."""
-    overall: Row[Any]
+    overall: AnyRow
     """total_leads, won, lost, win_rate."""
 
 
 @dataclass(frozen=True)
 class CashFlowReport:
-    months: list[Row[Any]]
+    months: list[AnyRow]
     """month, net_cash_flow."""
     average_monthly_burn: Decimal
     cash_balance: Decimal
@@ -165,9 +165,9 @@ class CashFlowReport:
 
 @dataclass(frozen=True)
 class OperationalEfficiency:
-    totals: Row[Any]
+    totals: AnyRow
     """tasks_completed, tasks_created, completion_rate, average_cycle_days."""
-    months: list[Row[Any]]
+    months: list[AnyRow]
     """month and the same figures as ``totals``."""
 
 
@@ -373,13 +373,13 @@ class AnalyticsRepository:
 
     async def _rows(
         self, statement: Select[Any], date_range: DateRange, client_id: uuid.UUID | None
-    ) -> list[Row[Any]]:
+    ) -> list[AnyRow]:
         params = B.values(self.tenant_id, date_range, client_id)
         return list((await self.session.execute(statement, params)).all())
 
     async def financial_summary(
         self, date_range: DateRange, granularity: Granularity, *, client_id: uuid.UUID | None
-    ) -> list[Row[Any]]:
+    ) -> list[AnyRow]:
         """period_start, period_end, revenue, expenses, net_profit, cash_flow, record_count."""
         statement = _financial_summary(granularity, client_id is not None)
         return await self._rows(statement, date_range, client_id)

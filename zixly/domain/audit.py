@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zixly.auth.principal import Principal
 from zixly.db.models import AuditLog
 
-A = AuditLog.__table__
+A = cast(Table, AuditLog.__table__)
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import cast
 
-from sqlalchemy import Row, and_, func, or_, select, tuple_
+from sqlalchemy import Table, and_, func, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zixly.db.models import ClientKpi
+from zixly.db.rows import AnyRow
 from zixly.domain.pages import Page, split_page
 from zixly.errors import ValidationError
 
-T = ClientKpi.__table__
+T = cast(Table, ClientKpi.__table__)
 COLUMNS = (T.c.id, T.c.client_id, T.c.client_name, T.c.industry, T.c.created_at, T.c.updated_at)
 
 
@@ -28,7 +29,7 @@ class ClientRepository:
 
     async def page(
         self, *, first: int, after: tuple[str, str] | None, search: str | None
-    ) -> Page[Row[Any]]:
+    ) -> Page[AnyRow]:
         query = select(*COLUMNS).where(T.c.tenant_id == self.tenant_id)
         if search:
             if len(search) > 200:
@@ -47,22 +48,22 @@ class ClientRepository:
         rows = list((await self.session.execute(query)).all())
         return split_page(rows, first)
 
-    async def get(self, client_id: uuid.UUID) -> Row[Any] | None:
+    async def get(self, client_id: uuid.UUID) -> AnyRow | None:
         query = select(*COLUMNS).where(and_(T.c.tenant_id == self.tenant_id, T.c.id == client_id))
         return (await self.session.execute(query)).first()
 
-    async def get_many(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, Row[Any]]:
+    async def get_many(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, AnyRow]:
         query = select(*COLUMNS).where(T.c.tenant_id == self.tenant_id, T.c.id.in_(ids))
         return {row.id: row for row in (await self.session.execute(query)).all()}
 
-    async def upsert(self, *, client_id: str, client_name: str, industry: str | None) -> Row[Any]:
+    async def upsert(self, *, client_id: str, client_name: str, industry: str | None) -> AnyRow:
         statement = insert(T).values(
             tenant_id=self.tenant_id,
             client_id=client_id,
             client_name=client_name,
             industry=industry,
         )
-        statement = statement.on_conflict_do_update(
+        upsert = statement.on_conflict_do_update(
             constraint="client_kpis_tenant_client_key",
             set_={
                 "client_name": statement.excluded.client_name,
@@ -70,5 +71,5 @@ class ClientRepository:
                 "updated_at": func.now(),
             },
         ).returning(*COLUMNS)
-        row = (await self.session.execute(statement)).one()
+        row = (await self.session.execute(upsert)).one()
         return row

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import uuid
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from zixly.errors import ValidationError

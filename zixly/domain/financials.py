@@ -6,11 +6,12 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import Row, and_, select, tuple_
+from sqlalchemy import Select, and_, select, tuple_
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncResult, AsyncSession
 
 from zixly.db.models import ClientKpi, Financial
+from zixly.db.rows import AnyRow
 from zixly.domain.pages import Page, split_page
 from zixly.domain.ranges import DateRange
 
@@ -34,7 +35,9 @@ class FinancialRepository:
         self.session = session
         self.tenant_id = tenant_id
 
-    def _scoped(self, date_range: DateRange, client_id: uuid.UUID | None) -> Any:
+    def _scoped(
+        self, date_range: DateRange, client_id: uuid.UUID | None
+    ) -> Select[*tuple[Any, ...]]:
         query = select(*COLUMNS).where(
             F.c.tenant_id == self.tenant_id,
             F.c.record_date >= date_range.start,
@@ -51,7 +54,7 @@ class FinancialRepository:
         client_id: uuid.UUID | None,
         first: int,
         after: tuple[str, str] | None,
-    ) -> Page[Row[Any]]:
+    ) -> Page[AnyRow]:
         query = self._scoped(date_range, client_id)
         if after is not None:
             last_date, last_id = after
@@ -62,7 +65,7 @@ class FinancialRepository:
         query = query.order_by(F.c.record_date, F.c.id).limit(first + 1)
         return split_page(list((await self.session.execute(query)).all()), first)
 
-    async def latest_for_clients(self, client_ids: list[uuid.UUID]) -> dict[uuid.UUID, Row[Any]]:
+    async def latest_for_clients(self, client_ids: list[uuid.UUID]) -> dict[uuid.UUID, AnyRow]:
         """The most recent record of each client, in one statement."""
         query = (
             select(*COLUMNS)
@@ -74,7 +77,7 @@ class FinancialRepository:
 
     async def stream_for_export(
         self, date_range: DateRange, client_id: uuid.UUID | None, *, batch_size: int
-    ) -> AsyncResult[Any]:
+    ) -> AsyncResult[*tuple[Any, ...]]:
         """Export rows (with the client's external id and name) through a server-side cursor.
 
         The caller must keep the session's transaction open while it reads the result.

@@ -7,12 +7,12 @@ database and in the code that refreshes tokens.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zixly.db.models import Integration
+from zixly.db.rows import AnyRow
 
 T = Integration.__table__
 PUBLIC_COLUMNS = (
@@ -33,7 +33,7 @@ class IntegrationRepository:
         self.session = session
         self.tenant_id = tenant_id
 
-    async def statuses(self) -> list[Row[Any]]:
+    async def statuses(self) -> list[AnyRow]:
         """The public columns (status and sync health) of each integration, by provider."""
         query = (
             select(*PUBLIC_COLUMNS).where(T.c.tenant_id == self.tenant_id).order_by(T.c.provider)

@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, delete, func, select, tuple_, update
+from sqlalchemy import Table, delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zixly.auth.principal import Role
 from zixly.db.models import Membership, Tenant, User
+from zixly.db.rows import AnyRow
 from zixly.domain.audit import Actor, AuditEntry, write_audit
 from zixly.domain.pages import Page, split_page
 from zixly.errors import ConflictError, NotFoundError
 
-M = Membership.__table__
-U = User.__table__
-TN = Tenant.__table__
+M = cast(Table, Membership.__table__)
+U = cast(Table, User.__table__)
+TN = cast(Table, Tenant.__table__)
 # The same rule as the users_email_format CHECK constraint.
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+$")
 MEMBER_COLUMNS = (M.c.user_id.label("id"), U.c.email, U.c.display_name, M.c.role)
@@ -34,7 +35,7 @@ class MemberRepository:
         self.session = session
         self.tenant_id = tenant_id
 
-    async def tenant(self) -> Row[Any] | None:
+    async def tenant(self) -> AnyRow | None:
         if self.tenant_id is None:
             return None
         query = select(TN.c.id, TN.c.slug, TN.c.name, TN.c.industry, TN.c.plan).where(
@@ -49,7 +50,7 @@ class MemberRepository:
             .where(M.c.tenant_id == self.tenant_id)
         )
 
-    async def page(self, *, first: int, after: tuple[str, str] | None) -> Page[Row[Any]]:
+    async def page(self, *, first: int, after: tuple[str, str] | None) -> Page[AnyRow]:
         query = self._members()
         if after is not None:
             email, last_id = after
@@ -57,7 +58,7 @@ class MemberRepository:
         query = query.order_by(U.c.email, M.c.user_id).limit(first + 1)
         return split_page(list((await self.session.execute(query)).all()), first)
 
-    async def get(self, user_id: uuid.UUID, *, lock: bool = False) -> Row[Any] | None:
+    async def get(self, user_id: uuid.UUID, *, lock: bool = False) -> AnyRow | None:
         query = self._members().where(M.c.user_id == user_id)
         if lock:
             query = query.with_for_update(of=M)
@@ -116,14 +117,14 @@ class MemberAdmin:
         self.actor = actor
         self.members = MemberRepository(session, actor.tenant_id)
 
-    async def invite(self, email: str, role: Role) -> Row[Any]:
+    async def invite(self, email: str, role: Role) -> AnyRow:
         user_id = await self.members.ensure_user(email)
         if not await self.members.add(user_id, role):
             raise ConflictError("this user is already a member of the tenant", field="email")
         await self._audit("member.invited", user_id, {"email": email, "new_role": role.value})
         return await self._reload(user_id)
 
-    async def set_role(self, user_id: uuid.UUID, role: Role) -> Row[Any]:
+    async def set_role(self, user_id: uuid.UUID, role: Role) -> AnyRow:
         target = await self._locked_target(user_id, stays_admin=role is Role.ADMIN)
         if target.role == role.value:
             return target  # nothing changes, nothing to audit
@@ -133,13 +134,13 @@ class MemberAdmin:
         )
         return await self._reload(user_id)
 
-    async def remove(self, user_id: uuid.UUID) -> Row[Any]:
+    async def remove(self, user_id: uuid.UUID) -> AnyRow:
         target = await self._locked_target(user_id, stays_admin=False)
         await self.members.remove(user_id)
         await self._audit("member.removed", user_id, {"old_role": target.role})
         return target
 
-    async def _locked_target(self, user_id: uuid.UUID, *, stays_admin: bool) -> Row[Any]:
+    async def _locked_target(self, user_id: uuid.UUID, *, stays_admin: bool) -> AnyRow:
         """The member, locked; refuses a change that would leave the tenant with no ADMIN."""
         admins = await self.members.lock_admins()  # before the target: one lock order for all
         target = await self.members.get(user_id, lock=True)
@@ -149,7 +150,7 @@ class MemberAdmin:
             raise ConflictError(self.LAST_ADMIN, field="userId")
         return target
 
-    async def _reload(self, user_id: uuid.UUID) -> Row[Any]:
+    async def _reload(self, user_id: uuid.UUID) -> AnyRow:
         row = await self.members.get(user_id)
         assert row is not None
         return row

@@ -7,20 +7,21 @@ import re
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, func, null, select, tuple_
+from sqlalchemy import Table, func, null, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zixly.db.models import CustomMetric
+from zixly.db.rows import AnyRow
 from zixly.domain.clients import ClientRepository
 from zixly.domain.embeddings import Embedder, metric_text
 from zixly.domain.pages import Page, split_page
 from zixly.domain.ranges import DateRange
 from zixly.errors import NotFoundError, ValidationError
 
-M = CustomMetric.__table__
+M = cast(Table, CustomMetric.__table__)
 COLUMNS = (
     M.c.id,
     M.c.client_kpi_id,
@@ -113,7 +114,7 @@ class CustomMetricRepository:
         client_id: uuid.UUID | None,
         first: int,
         after: tuple[str, str] | None,
-    ) -> Page[Row[Any]]:
+    ) -> Page[AnyRow]:
         query = select(*COLUMNS).where(
             M.c.tenant_id == self.tenant_id,
             M.c.record_date >= date_range.start_datetime(),
@@ -132,7 +133,7 @@ class CustomMetricRepository:
         query = query.order_by(M.c.record_date, M.c.id).limit(first + 1)
         return split_page(list((await self.session.execute(query)).all()), first)
 
-    async def similar(self, metric_id: uuid.UUID, k: int) -> list[Row[Any]]:
+    async def similar(self, metric_id: uuid.UUID, k: int) -> list[AnyRow]:
         """The ``k`` metrics of this tenant nearest to ``metric_id`` by cosine distance.
 
         Rows carry ``distance`` (cosine distance, 0 = same direction). Raises NotFoundError
@@ -160,9 +161,11 @@ class CustomMetricRepository:
             raise NotFoundError("no custom metric with this id", field="metricId")
         if not has_embedding:
             return []
-        target = select(M.c.embedding).where(
-            M.c.tenant_id == self.tenant_id, M.c.id == metric_id
-        ).scalar_subquery()
+        target = (
+            select(M.c.embedding)
+            .where(M.c.tenant_id == self.tenant_id, M.c.id == metric_id)
+            .scalar_subquery()
+        )
         candidates = (M.c.tenant_id == self.tenant_id, M.c.embedding.is_not(None))
         sample = select(M.c.id).where(*candidates).limit(EXACT_SEARCH_MAX_ROWS + 1).subquery()
         size = (await self.session.execute(select(func.count()).select_from(sample))).scalar_one()
@@ -184,7 +187,7 @@ class CustomMetricRepository:
         )
         return list((await self.session.execute(query)).all())
 
-    async def record(self, metric: NewMetric, embedder: Embedder) -> Row[Any]:
+    async def record(self, metric: NewMetric, embedder: Embedder) -> AnyRow:
         """Insert or replace the manual value for (client, name, record date)."""
         client = await ClientRepository(self.session, self.tenant_id).get(metric.client_id)
         if client is None:
@@ -203,7 +206,7 @@ class CustomMetricRepository:
             metadata=metadata,
             embedding=embedding,
         )
-        statement = statement.on_conflict_do_update(
+        upsert = statement.on_conflict_do_update(
             constraint="custom_metrics_natural_key",
             set_={
                 "metric_value": statement.excluded.metric_value,
@@ -212,4 +215,4 @@ class CustomMetricRepository:
                 "embedding": statement.excluded.embedding,
             },
         ).returning(*COLUMNS)
-        return (await self.session.execute(statement)).one()
+        return (await self.session.execute(upsert)).one()

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from typing import cast
 
-from sqlalchemy import Row, select, tuple_
+from sqlalchemy import Table, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zixly.db.models import Tenant
+from zixly.db.rows import AnyRow
 from zixly.domain.audit import Actor, AuditEntry, write_audit
 from zixly.domain.pages import Page, split_page
 from zixly.errors import ConflictError
 
-T = Tenant.__table__
+T = cast(Table, Tenant.__table__)
 COLUMNS = (T.c.id, T.c.slug, T.c.name, T.c.industry, T.c.plan)
 # The same rule as the tenants_slug_format CHECK constraint.
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
@@ -30,7 +31,7 @@ class TenantRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def page(self, *, first: int, after: tuple[str, str] | None) -> Page[Row[Any]]:
+    async def page(self, *, first: int, after: tuple[str, str] | None) -> Page[AnyRow]:
         query = select(*COLUMNS)
         if after is not None:
             slug, last_id = after
@@ -38,7 +39,7 @@ class TenantRepository:
         query = query.order_by(T.c.slug, T.c.id).limit(first + 1)
         return split_page(list((await self.session.execute(query)).all()), first)
 
-    async def create(self, *, slug: str, name: str, industry: str | None) -> Row[Any] | None:
+    async def create(self, *, slug: str, name: str, industry: str | None) -> AnyRow | None:
         """The new tenant, or None when the slug is taken."""
         statement = (
             insert(T)
@@ -51,7 +52,7 @@ class TenantRepository:
 
 async def create_tenant(
     session: AsyncSession, actor: Actor, *, slug: str, name: str, industry: str | None
-) -> Row[Any]:
+) -> AnyRow:
     """Create a tenant and audit it (the audit row belongs to the new tenant)."""
     row = await TenantRepository(session).create(slug=slug, name=name, industry=industry)
     if row is None:

@@ -25,7 +25,7 @@ def _is_expected(error: GraphQLError) -> bool:
 class RequestBoundary(SchemaExtension):
     """Commits the request's unit of work when the operation had no errors, else rolls back."""
 
-    async def on_operation(self) -> AsyncIterator[None]:  # type: ignore[override]
+    async def on_operation(self) -> AsyncIterator[None]:
         yield
         context = self.execution_context.context
         uow = getattr(context, "uow", None)
@@ -64,7 +64,7 @@ class MaskUnexpectedErrors(MaskErrors):
 
 
 class OperationMetrics(SchemaExtension):
-    async def on_operation(self) -> AsyncIterator[None]:  # type: ignore[override]
+    async def on_operation(self) -> AsyncIterator[None]:
         started = time.perf_counter()
         yield
         ec = self.execution_context

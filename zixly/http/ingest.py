@@ -23,6 +23,7 @@ parsed and validated in a worker thread so the event loop keeps serving other re
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -88,6 +89,15 @@ def _challenge(error: ZixlyError) -> str:
     return f'Bearer realm="{REALM}", error="{bearer_error}"'
 
 
+class ErrorJSONResponse(JSONResponse):
+    """JSON with everything beyond ASCII escaped. A 422 quotes the request's own text (an
+    unknown field's name, a value that is no date), which may hold a lone surrogate: valid
+    in a JSON ``\\u`` escape, impossible to encode as UTF-8."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def error_response(
     error: ZixlyError, request_id: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -103,7 +113,7 @@ def error_response(
     all_headers = dict(headers or {})
     if error.http_status == 401:
         all_headers["WWW-Authenticate"] = _challenge(error)
-    return JSONResponse(body, status_code=error.http_status, headers=all_headers)
+    return ErrorJSONResponse(body, status_code=error.http_status, headers=all_headers)
 
 
 def _bearer(authorization: str | None) -> str:

@@ -4,12 +4,13 @@ Validation is all-or-nothing per request: every bad record is reported (index, f
 message; the first ``MAX_REPORTED_ERRORS``) and nothing is written, so a workflow never
 leaves half a batch behind and can simply send the corrected batch again. What passes is
 turned into columns (one sequence per column) ready for the set-based writer; values are
-exactly what will be stored: amounts as ``Decimal`` with at most 2 places (no rounding
-anywhere), dates as checked YYYY-MM-DD text, instants in UTC.
+exactly what will be stored: amounts as ``Decimal`` with exactly 2 places (4 for metric
+values; no rounding anywhere), dates as checked YYYY-MM-DD text, instants in UTC.
 
-Checks: types and lengths of every string (no control characters, nothing absurdly long);
-real calendar dates (2026-02-30 is refused); amounts that are numbers, finite and fit
-``NUMERIC(14,2)`` (``NUMERIC(14,4)`` for metric values); AUD only (templates convert);
+Checks: types and lengths of every string (no control characters or lone surrogates,
+nothing absurdly long); real calendar dates (2026-02-30 is refused); amounts that are
+numbers, finite and fit ``NUMERIC(14,2)`` (``NUMERIC(14,4)`` for metric values); AUD only
+(templates convert);
 ``net_profit`` = revenue - expenses to the cent when given; one record per natural key in
 the batch (a repeated key would make the upsert touch one row twice); one ``client_name``
 per client; no unknown fields (a typo in a template must not silently drop data);
@@ -50,7 +51,9 @@ METRIC_LIMIT = Decimal(10) ** 10
 SOURCE_SYSTEM = re.compile(r"^[a-z][a-z0-9_.-]{0,39}$")
 RESERVED_SOURCES = frozenset({"manual"})  # what people enter through GraphQL
 _ISO_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 control characters (the writer's column separators among them) and lone
+# surrogates, which a JSON \u escape can carry but UTF-8 (and so PostgreSQL) cannot.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class Kind(enum.Enum):
@@ -142,9 +145,12 @@ def _amount(limit: Decimal, places: int) -> Callable[[Any], Decimal]:
             raise _Bad("must be a finite number")
         if not low < number < limit:
             raise _Bad(f"must be less than {limit:,.0f} in magnitude")
-        if number % step:
+        # The canonical text PostgreSQL gets: 0E+5000 or 1.000...0 (any number of zeros) are
+        # valid amounts, but numeric input refuses exponents beyond 1000 and 16383 decimals.
+        exact = number.quantize(step)
+        if exact != number:
             raise _Bad(f"must have at most {places} decimal places")
-        return number
+        return exact
 
     return parse
 
@@ -172,7 +178,10 @@ def _instant(value: Any) -> dt.datetime:
         raise _Bad(f"{value} is not a valid date-time") from None
     if parsed.tzinfo is None:
         raise _Bad("must include a UTC offset (e.g. +10:00 or Z)")
-    parsed = parsed.astimezone(dt.UTC)
+    try:
+        parsed = parsed.astimezone(dt.UTC)
+    except OverflowError:  # 9999-12-31T23:00:00-10:00 is in year 10000 in UTC
+        raise _Bad(f"must be between {MIN_YEAR} and {MAX_YEAR}") from None
     if not MIN_YEAR <= parsed.year <= MAX_YEAR:
         raise _Bad(f"must be between {MIN_YEAR} and {MAX_YEAR}")
     return parsed

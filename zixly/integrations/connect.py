@@ -67,10 +67,10 @@ from zixly.settings import Settings
 log = get_logger("zixly.integrations.connect")
 
 STATE_PREFIX = "zixly:oauth:state:"
-SHOP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+SHOP_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")  # fullmatch: "$" would let a final "\n" by
 SHOP_MAX_LENGTH = 60
 _MEMBERSHIPS = cast(Table, Membership.__table__)
-_ERROR_CODE = re.compile(r"^[a-z_]{1,40}$")
+_ERROR_CODE = re.compile(r"[a-z_]{1,40}")  # fullmatch
 
 
 def redirect_uri(settings: Settings, provider_name: str) -> str:
@@ -200,7 +200,7 @@ def checked_shop(spec: Provider, shop: str | None) -> str | None:
         return None
     if shop is None:
         raise ValidationError(f"{spec.name} needs the shop's name", field="shop")
-    if len(shop) > SHOP_MAX_LENGTH or not SHOP_NAME.match(shop):
+    if len(shop) > SHOP_MAX_LENGTH or not SHOP_NAME.fullmatch(shop):
         raise ValidationError(
             "shop must be the store's name: lower-case letters, digits and hyphens",
             field="shop",
@@ -289,7 +289,7 @@ class IntegrationConnector:
         spec = provider(pending.provider)
         error = query.get("error")
         if error is not None:
-            reported = error if _ERROR_CODE.match(error) else "unknown"
+            reported = error if _ERROR_CODE.fullmatch(error) else "unknown"
             log.info("integration.connect.refused", **where, error=reported)
             if reported == "access_denied":
                 raise OAuthConnectError(

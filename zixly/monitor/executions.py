@@ -43,12 +43,22 @@ GAP_GRACE = timedelta(minutes=2)
 MESSAGE_LIMIT = 300
 REDACTED = "[redacted]"
 # Credential-shaped text beyond what zixly.logging already scrubs (bearer tokens, JWTs, URL
-# passwords): Zixly's ingest tokens, key=value secrets, and long opaque runs of letters and
-# digits (API keys, access tokens) that no human-readable message contains.
+# passwords): Zixly's ingest tokens, the value of anything named like a secret, credentials
+# in an Authorization header, and long opaque runs of letters and digits (API keys, access
+# tokens) that no human-readable message contains. A secret's name may be camelCase or carry
+# a prefix (accessToken, hapikey, x-api-key); its value may be quoted, single-quoted or
+# escaped (JSON inside a JSON string), and the templates' Code nodes turn colons into spaces
+# (n8n's task runner shows only the text after the last one): {"access_token" "..."}.
 _INGEST_TOKEN = re.compile(r"zik_[A-Za-z0-9_-]+")
+_SENSITIVE_NAME = r"[A-Za-z0-9_-]*?(?:token|secret|password|passwd|api[_-]?key|credential)[\w-]*"
+# Each keeps group 1 (the name and separator) and loses the value after it.
 _KEY_VALUE = re.compile(
-    r"(?i)\b(access_token|refresh_token|api[_-]?key|client_secret|password|token|secret)"
-    r"(\"?\s*[:=]\s*\"?)[^\s\"',;&]+"
+    rf"(?i)(\b{_SENSITIVE_NAME}\\?[\"']?\s*[:=]\s*\\?[\"']?)[^\s\"'\\,;&)}}\]]+"
+)
+_QUOTED_KEY_VALUE = re.compile(rf"(?i)((\\?[\"']){_SENSITIVE_NAME}\2\s+\2)[^\"'\\]+(?=\2)")
+_AUTHORIZATION = re.compile(
+    r"(?i)(\bauthorization[\"'\\]*\s*[:=]?\s*[\"'\\]*(?:basic|bearer|token|digest)\s+)"
+    r"[^\s\"'\\,;]+"
 )
 _OPAQUE = re.compile(
     r"(?<![A-Za-z0-9_./+=-])(?=[A-Za-z0-9_./+=-]*\d)(?=[A-Za-z0-9_./+=-]*[A-Za-z])"
@@ -60,7 +70,8 @@ def safe_message(text: str, limit: int = MESSAGE_LIMIT) -> str:
     """``text`` without credential-shaped parts, on one line, at most ``limit`` characters."""
     cleaned = redact_text(" ".join(text.split()))
     cleaned = _INGEST_TOKEN.sub(REDACTED, cleaned)
-    cleaned = _KEY_VALUE.sub(lambda m: m.group(1) + m.group(2) + REDACTED, cleaned)
+    for pattern in (_AUTHORIZATION, _KEY_VALUE, _QUOTED_KEY_VALUE):
+        cleaned = pattern.sub(r"\1" + REDACTED, cleaned)
     cleaned = _OPAQUE.sub(REDACTED, cleaned)
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 

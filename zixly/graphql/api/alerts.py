@@ -8,6 +8,7 @@ import enum
 import strawberry
 
 from zixly.alerts.config import AlertSettingsRepository
+from zixly.alerts.destinations import WebhookTargets
 from zixly.auth.principal import Role
 from zixly.crypto import Keyring
 from zixly.domain.alerts import (
@@ -71,8 +72,8 @@ class AlertSettingsInput:
     email_recipients: list[str]
     webhook_url: str | None = strawberry.field(
         default=strawberry.UNSET,
-        description="Write-only. Omitted: keep the stored URL; null: remove it. https only "
-        "(http to localhost for local development).",
+        description="Write-only. Omitted: keep the stored URL; null: remove it. https to a "
+        "public address only (localhost only where the server allows it, for development).",
     )
     channels: list[AlertChannel] = strawberry.field(
         default_factory=lambda: [AlertChannel.EMAIL, AlertChannel.WEBHOOK]
@@ -114,7 +115,10 @@ class Alert:
 
 
 def _repository(ctx: Context) -> AlertSettingsRepository:
-    return AlertSettingsRepository(Keyring.from_settings(ctx.settings))
+    settings = ctx.settings
+    return AlertSettingsRepository(
+        Keyring.from_settings(settings), WebhookTargets.from_settings(settings)
+    )
 
 
 @strawberry.type

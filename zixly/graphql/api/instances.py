@@ -83,8 +83,7 @@ def _templates(templates: list[JSON] | None) -> list[Any] | None:
             continue
         if template_id(template) not in known:
             raise ValidationError(
-                "each template must be a workflow JSON object or manifest:<id> of a known "
-                "template",
+                "each template must be a workflow JSON object or manifest:<id> of a known template",
                 field="templates",
             )
     return list(templates)

@@ -52,7 +52,7 @@ class TenantMutation:
     ) -> Tenant:
         ctx = info.context
         ctx.principal.require_staff()
-        if not SLUG_PATTERN.match(slug):
+        if not SLUG_PATTERN.fullmatch(slug):
             raise ValidationError(
                 "slug must be 2 to 63 lowercase letters, digits or '-', not starting with '-'",
                 field="slug",

@@ -26,12 +26,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import TIMESTAMP, Row, Select, Text, case, func, literal, select
+from sqlalchemy import TIMESTAMP, Select, Text, case, func, literal, select
 from sqlalchemy import cast as sql_cast
 from sqlalchemy import column as sql_column
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from zixly.db.rows import AnyRow
 from zixly.domain import analytics
 from zixly.domain.analytics import AnalyticsRepository
 from zixly.domain.clients import ClientRepository
@@ -96,7 +97,7 @@ class Source(ABC):
         """The statement to run instead of the repository's."""
 
     @abstractmethod
-    def page(self, ctx: Context, bound: Bound, rows: Sequence[Row[Any]]) -> PageData:
+    def page(self, ctx: Context, bound: Bound, rows: Sequence[AnyRow]) -> PageData:
         """What the response is rendered from, given the rows of ``select``."""
 
 
@@ -111,7 +112,7 @@ class ConnectionSource(Source):
     def select(self, bound: Bound, columns: Sequence[SqlText]) -> Select[Any]:
         return cast("Select[Any]", bound.statement.with_only_columns(*columns, *self.keys))
 
-    def page(self, ctx: Context, bound: Bound, rows: Sequence[Row[Any]]) -> PageData:
+    def page(self, ctx: Context, bound: Bound, rows: Sequence[AnyRow]) -> PageData:
         first = bound.first
         if first is None:
             raise TypeError("a connection's statement reads a page")
@@ -135,7 +136,7 @@ class ListSource(Source):
     def select(self, bound: Bound, columns: Sequence[SqlText]) -> Select[Any]:
         return _wrapped(bound.statement, tuple(columns))
 
-    def page(self, ctx: Context, bound: Bound, rows: Sequence[Row[Any]]) -> PageData:
+    def page(self, ctx: Context, bound: Bound, rows: Sequence[AnyRow]) -> PageData:
         return PageData(rows)
 
 
