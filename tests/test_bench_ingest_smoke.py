@@ -38,17 +38,32 @@ def test_the_data_is_valid_and_spread_over_clients_and_days() -> None:
 async def test_a_small_run_writes_replays_and_reports(
     endpoints: Endpoints, owner: asyncpg.Connection, tmp_path: Path
 ) -> None:
-    config = IngestConfig(rows=600, batch=200, clients=4, concurrency=2, results_dir=tmp_path)
+    config = IngestConfig(
+        rows=600, batch=200, clients=4, concurrency=2, per_record_rows=20, results_dir=tmp_path
+    )
     report = await run_benchmark(config, endpoints, Console(file=io.StringIO(), width=160))
     runs = report.runs
     assert runs["endpoint"].outcome == {"inserted": 600, "updated": 0, "unchanged": 0}
     assert runs["replay"].outcome == {"inserted": 0, "updated": 0, "unchanged": 600}
     assert runs["baseline"].outcome == {"written": 600}
-    assert [runs[k].requests for k in ("endpoint", "replay", "baseline")] == [3, 3, 3]
+    assert runs["per_record"].outcome == {"inserted": 20, "updated": 0, "unchanged": 0}
+    assert [runs[k].requests for k in ("endpoint", "replay", "baseline", "per_record")] == [
+        3,
+        3,
+        3,
+        20,
+    ]
     assert report.notes == []
     saved = the_only_result(tmp_path)
-    assert [r["name"] for r in saved["runs"]] == ["endpoint", "replay", "baseline"]
-    assert set(saved["verdicts"]) >= {"endpoint_rows_per_s", "ratio", "rows_per_s_ok", "ratio_ok"}
+    assert [r["name"] for r in saved["runs"]] == ["endpoint", "replay", "per-record", "baseline"]
+    assert set(saved["verdicts"]) >= {
+        "endpoint_rows_per_s",
+        "ratio",
+        "rows_per_s_ok",
+        "ratio_ok",
+        "per_record_ratio",
+        "per_record_ratio_ok",
+    }
     assert saved["machine"]["nproc"] >= 1
     assert not leftover_logs(tmp_path)
     # The bench tenants (and so their rows) are gone again.
