@@ -69,8 +69,14 @@ class LifecycleEnv:
     tenants: list[uuid.UUID] = field(default_factory=list)
 
     def lifecycle(
-        self, *, runtime: InstanceRuntime | None = None, on_step: StepHook | None = None
+        self,
+        *,
+        runtime: InstanceRuntime | None = None,
+        on_step: StepHook | None = None,
+        **options: Any,
     ) -> InstanceLifecycle:
+        """A lifecycle over this environment; ``options`` (ingest_url, provider_base_urls,
+        ...) go to ``InstanceLifecycle`` as they are."""
         return InstanceLifecycle(
             self.db,
             self.redis,
@@ -80,6 +86,7 @@ class LifecycleEnv:
             version=N8N_VERSION,
             ready_timeout=READY_WITHIN,
             on_step=on_step,
+            **options,
         )
 
     def reconciler(self, *, retry_failed_after: timedelta = timedelta(0)) -> Reconciler:

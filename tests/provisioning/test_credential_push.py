@@ -22,9 +22,8 @@ import httpx
 import pytest
 
 from tests.conftest import World, gql, make_settings
-from tests.provisioning.conftest import FIXTURES, READY_WITHIN
+from tests.provisioning.conftest import FIXTURES
 from tests.provisioning.instance_support import (
-    N8N_VERSION,
     LifecycleEnv,
     run_queued_jobs,
 )
@@ -103,16 +102,7 @@ async def capture() -> AsyncIterator[Capture]:
 
 
 def lifecycle(env: LifecycleEnv, capture: Capture) -> InstanceLifecycle:
-    return InstanceLifecycle(
-        env.db,
-        env.redis,
-        env.runtime,
-        env.keyring,
-        env.http,
-        version=N8N_VERSION,
-        ready_timeout=READY_WITHIN,
-        ingest_url=f"{capture.url}/ingest",
-    )
+    return env.lifecycle(ingest_url=f"{capture.url}/ingest")
 
 
 @dataclass

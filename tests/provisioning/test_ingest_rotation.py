@@ -21,8 +21,7 @@ import pytest
 import uvicorn
 
 from tests.conftest import World, _InProcessServer, gql, make_settings
-from tests.provisioning.conftest import READY_WITHIN
-from tests.provisioning.instance_support import N8N_VERSION, LifecycleEnv
+from tests.provisioning.instance_support import LifecycleEnv
 from zixly.embedded import Endpoints
 from zixly.http.app import create_app
 from zixly.ingest.instance_tokens import INSTANCE_TOKEN_NAME
@@ -108,16 +107,7 @@ async def zixly(env: LifecycleEnv, data_dir: Path, endpoints: Endpoints) -> Asyn
 
 
 def lifecycle(env: LifecycleEnv, zixly: Zixly) -> InstanceLifecycle:
-    return InstanceLifecycle(
-        env.db,
-        env.redis,
-        env.runtime,
-        env.keyring,
-        env.http,
-        version=N8N_VERSION,
-        ready_timeout=READY_WITHIN,
-        ingest_url=f"{zixly.url}/ingest/v1",
-    )
+    return env.lifecycle(ingest_url=f"{zixly.url}/ingest/v1")
 
 
 async def direct_heartbeat(zixly: Zixly, token: str) -> int:

@@ -28,11 +28,10 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.provisioning.conftest import READY_WITHIN
-from tests.provisioning.instance_support import N8N_VERSION, LifecycleEnv
+from tests.provisioning.instance_support import LifecycleEnv
 from zixly.keys import integration_binding
 from zixly.provisioning.instances import ActualState
-from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle
+from zixly.provisioning.lifecycle import STAFF
 from zixly.provisioning.n8n_client import N8nClient
 from zixly.provisioning.templates import load_manifest, tenant_values, with_provider_urls
 from zixly.sandbox import asana, hubspot, shopify, xero
@@ -84,16 +83,8 @@ async def deployed(env: LifecycleEnv, sandbox: RunningSandbox, live_server: str)
         assert spec.provider is not None
         tokens[spec.provider] = sandbox.sandbox.issue_access_token(spec.provider, lifetime=3600)
         await connect(env, tenant_id, spec.provider, tokens[spec.provider])
-    lifecycle = InstanceLifecycle(
-        env.db,
-        env.redis,
-        env.runtime,
-        env.keyring,
-        env.http,
-        version=N8N_VERSION,
-        ready_timeout=READY_WITHIN,
-        ingest_url=f"{live_server}/ingest/v1",
-        provider_base_urls=sandbox.base_urls,
+    lifecycle = env.lifecycle(
+        ingest_url=f"{live_server}/ingest/v1", provider_base_urls=sandbox.base_urls
     )
     refs = [spec.ref for spec in TEMPLATES.values()]
     row = await lifecycle.provision(tenant_id, templates=refs)

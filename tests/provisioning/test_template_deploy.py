@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from tests.provisioning.conftest import READY_WITHIN
-from tests.provisioning.instance_support import N8N_VERSION, LifecycleEnv
+from tests.provisioning.instance_support import LifecycleEnv
 from zixly.provisioning.instances import ActualState
 from zixly.provisioning.lifecycle import InstanceLifecycle
 from zixly.provisioning.n8n_client import N8nClient
@@ -72,16 +71,7 @@ async def ingest() -> AsyncIterator[Capture]:
 
 
 def lifecycle(env: LifecycleEnv, ingest: Capture) -> InstanceLifecycle:
-    return InstanceLifecycle(
-        env.db,
-        env.redis,
-        env.runtime,
-        env.keyring,
-        env.http,
-        version=N8N_VERSION,
-        ready_timeout=READY_WITHIN,
-        ingest_url=ingest.url,
-    )
+    return env.lifecycle(ingest_url=ingest.url)
 
 
 @dataclass
