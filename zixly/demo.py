@@ -17,8 +17,9 @@ What a newcomer sees within a minute or two of starting:
    link that opens the tenant's n8n editor.
 
 Nothing here is demo-only logic: every step is the code path production uses, driven from
-one place. The sandbox listens on a fixed port (``--sandbox-port``, default the API port + 1)
-because the deployed workflows keep the provider URL they were rendered with.
+one place. The sandbox listens on a predictable port (``--sandbox-port``, default the API port
++ 1); if it moves, the next start's template deploy updates the workflows in place (they are
+still what Zixly deployed) with the new provider URLs.
 """
 
 from __future__ import annotations

@@ -365,6 +365,10 @@ class N8nInstance(Base):
     monitor_cursor: Mapped[int | None] = mapped_column(BigInteger)
     monitor_checked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     monitor_error: Mapped[str | None] = mapped_column(Text)
+    # template workflow name -> {workflow_id, template, deployed} (migration 0005)
+    template_fingerprints: Mapped[dict[str, Any]] = mapped_column(
+        JSONB, nullable=False, server_default=text("'{}'::jsonb")
+    )
     lock_version: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     created_at: Mapped[dt.datetime] = _created()
     updated_at: Mapped[dt.datetime] = _created()
@@ -388,6 +392,10 @@ class N8nInstance(Base):
         ),
         CheckConstraint(
             "jsonb_typeof(templates) = 'array'", name="n8n_instances_templates_is_array"
+        ),
+        CheckConstraint(
+            "jsonb_typeof(template_fingerprints) = 'object'",
+            name="n8n_instances_template_fingerprints_is_object",
         ),
         *(
             CheckConstraint(

@@ -4,6 +4,12 @@ Re-running it against an instance that is already (partly) set up converges on t
 state: the owner logs in instead of being created, a still-valid API key is kept (else the
 keys with our label are replaced by one new key), and workflows are matched by name, so none
 is created twice; each is activated if it is not active.
+
+Template upgrades: a workflow that exists already is replaced in place (same id, through the
+public API) only when its template changed since Zixly last wrote it *and* the workflow is
+still exactly what Zixly wrote (zixly.provisioning.fingerprints); one the customer edited is
+left alone and reported as skipped. The caller keeps the records between runs
+(``recorded`` in, ``BootstrapResult.fingerprints`` out).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 from zixly.errors import ValidationError
 from zixly.provisioning.errors import N8nUnauthorizedError
+from zixly.provisioning.fingerprints import TemplateRecord, fingerprint
 from zixly.provisioning.n8n_client import N8nClient
 
 API_KEY_LABEL = "zixly-control-plane"
@@ -60,6 +67,13 @@ class BootstrapResult:
     api_key: str = field(repr=False)
     workflow_ids: dict[str, str]  # template name -> n8n workflow id
     created: list[str]  # names of the workflows created by this run
+    updated: list[str] = field(default_factory=list)  # replaced in place: the template changed
+    unchanged: list[str] = field(default_factory=list)  # existed, the template had not changed
+    # existed and were left alone, with why: "edited" (differs from what Zixly wrote) or
+    # "unrecorded" (no record of what Zixly wrote, and it differs from the template)
+    skipped: dict[str, str] = field(default_factory=dict)
+    # template name -> what Zixly has now written there (to keep for the next run)
+    fingerprints: dict[str, TemplateRecord] = field(default_factory=dict)
 
 
 async def bootstrap_instance(
@@ -71,6 +85,7 @@ async def bootstrap_instance(
     api_key_label: str = API_KEY_LABEL,
     owner_name: tuple[str, str] = ("Zixly", "Automation"),
     prepare: Prepare | None = None,
+    recorded: Mapping[str, TemplateRecord] | None = None,
 ) -> BootstrapResult:
     _check_names(templates)
     await client.wait_ready(ready_timeout)
@@ -86,18 +101,62 @@ async def bootstrap_instance(
         _check_names(templates)
 
     existing = {str(w["name"]): w for w in await api.all_workflows()}
-    ids: dict[str, str] = {}
-    created: list[str] = []
+    result = BootstrapResult(api_key=api_key, workflow_ids={}, created=[])
     for template in templates:
         name = str(template["name"])
+        wanted = fingerprint(template)
         workflow = existing.get(name)
         if workflow is None:
             workflow = await api.create_workflow(template)
-            created.append(name)
-        if not workflow.get("active"):
             await api.activate_workflow(str(workflow["id"]))
-        ids[name] = str(workflow["id"])
-    return BootstrapResult(api_key=api_key, workflow_ids=ids, created=created)
+            result.created.append(name)
+            result.fingerprints[name] = await _written(api, str(workflow["id"]), wanted)
+        else:
+            await _converge(api, result, workflow, template, wanted, (recorded or {}).get(name))
+        result.workflow_ids[name] = str(workflow["id"])
+    return result
+
+
+async def _written(api: N8nClient, workflow_id: str, template: str) -> TemplateRecord:
+    """The record of what Zixly just wrote: the workflow read back from n8n."""
+    stored = await api.get_workflow(workflow_id)
+    return TemplateRecord(workflow_id, template, fingerprint(stored))
+
+
+async def _converge(
+    api: N8nClient,
+    result: BootstrapResult,
+    workflow: Mapping[str, Any],
+    template: Mapping[str, Any],
+    wanted: str,
+    record: TemplateRecord | None,
+) -> None:
+    """An existing template workflow: leave it, upgrade it in place, or skip it (edited)."""
+    name, workflow_id = str(template["name"]), str(workflow["id"])
+    if record is not None and record.workflow_id != workflow_id:
+        record = None  # a workflow of that name Zixly did not write (re-created meanwhile)
+    if record is not None and record.template == wanted:
+        result.unchanged.append(name)
+        result.fingerprints[name] = record
+    else:
+        current = fingerprint(await api.get_workflow(workflow_id))
+        if record is None and current == wanted:  # written before records were kept
+            result.unchanged.append(name)
+            result.fingerprints[name] = TemplateRecord(workflow_id, wanted, current)
+        elif record is None or current != record.deployed:
+            result.skipped[name] = "unrecorded" if record is None else "edited"
+        else:
+            updated = await api.update_workflow(workflow_id, template)
+            live = updated.get("activeVersionId", updated.get("versionId"))
+            if not updated.get("active") or live != updated.get("versionId"):
+                # template workflows are kept active (as below); this publishes the new
+                # version where n8n keeps drafts apart from the active version
+                await api.activate_workflow(workflow_id)
+            result.updated.append(name)
+            result.fingerprints[name] = await _written(api, workflow_id, wanted)
+            return
+    if not workflow.get("active"):
+        await api.activate_workflow(workflow_id)
 
 
 def _check_names(templates: Sequence[Mapping[str, Any]]) -> None:

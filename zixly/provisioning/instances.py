@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, cast
 
@@ -121,6 +121,8 @@ class InstanceRow:
     lock_version: int
     created_at: datetime
     updated_at: datetime
+    # what Zixly last wrote per template workflow (zixly.provisioning.fingerprints)
+    template_fingerprints: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, row: Mapping[Any, Any]) -> InstanceRow:

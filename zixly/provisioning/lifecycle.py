@@ -19,7 +19,8 @@ Provisioning steps, each recorded in ``step`` when done, so a retried job resume
     STARTED       runtime.start
     READY         health check: the process lives and n8n answers its readiness probes
     BOOTSTRAPPED  owner account set up, API key created and stored encrypted
-    TEMPLATES     workflow templates created (matched by name: never twice) and activated
+    TEMPLATES     workflow templates created (matched by name: never twice) and activated;
+                  on later deploys upgraded in place unless the customer edited them
     DONE          actual state RUNNING
 
 On resume, SECRETS is never redone (a new encryption key would make the instance's data
@@ -67,6 +68,7 @@ from zixly.provisioning.bootstrap import BootstrapResult, bootstrap_instance
 from zixly.provisioning.bundles import envelope, export_bundle
 from zixly.provisioning.distributions import check_version
 from zixly.provisioning.errors import InstallError, N8nUnavailableError
+from zixly.provisioning.fingerprints import records_from_json
 from zixly.provisioning.instance_events import publish
 from zixly.provisioning.instances import (
     ActualState,
@@ -654,12 +656,42 @@ class InstanceLifecycle:
             workflows,
             ready_timeout=self.ready_timeout,
             prepare=prepare,
+            recorded=records_from_json(row.template_fingerprints) if templates else None,
         )
         stored = self.secrets.open(row, SecretField.API_KEY)
         if stored is None or stored.reveal() != result.api_key:
             sealed = self.secrets.seal(row.tenant_id, SecretField.API_KEY, result.api_key)
             row = await self._write(row, api_key_ciphertext=sealed)
+        if templates:
+            row = await self._record_templates(row, result)
         return row, result
+
+    async def _record_templates(self, row: InstanceRow, result: BootstrapResult) -> InstanceRow:
+        """Keep what was written (for the next deploy's upgrade check) and tell about the
+        template workflows left alone because they differ from what Zixly wrote."""
+        kept = dict(row.template_fingerprints or {})
+        kept.update({name: r.as_json() for name, r in result.fingerprints.items()})
+        if kept != row.template_fingerprints:
+            row = await self._write(row, template_fingerprints=kept)
+        for name, reason in result.skipped.items():
+            why = (
+                "has local changes"
+                if reason == "edited"
+                else "differs from its template and Zixly has no record of writing it"
+            )
+            await self._event(
+                row,
+                EventKind.STEP,
+                f"template workflow {name!r} {why}; not updated",
+                step=Step.TEMPLATES,
+                details={
+                    "template": name,
+                    "workflow_id": result.workflow_ids.get(name),
+                    "outcome": "skipped",
+                    "reason": reason,
+                },
+            )
+        return row
 
     # --- running, stopping -------------------------------------------------------------------
     async def _ensure_running(self, row: InstanceRow, *, restart: bool) -> InstanceRow:
@@ -915,7 +947,13 @@ def _done(row: InstanceRow, step: Step) -> bool:
 
 
 def _deployed(result: BootstrapResult) -> dict[str, Any]:
-    return {"workflows": result.workflow_ids, "created": result.created}
+    return {
+        "workflows": result.workflow_ids,
+        "created": result.created,
+        "updated": result.updated,
+        "unchanged": result.unchanged,
+        "skipped": result.skipped,
+    }
 
 
 def _now() -> datetime:

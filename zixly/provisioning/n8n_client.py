@@ -190,6 +190,19 @@ class N8nClient:
         body.setdefault("settings", {})
         return _object(await self._request("POST", "/api/v1/workflows", json=body))
 
+    async def update_workflow(
+        self, workflow_id: str, workflow: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Replace a workflow in place (``PUT /api/v1/workflows/<id>``: same id; n8n 1.123
+        keeps an active workflow active and republishes it; settings are merged into the
+        stored ones). Read-only fields are left out as for ``create_workflow``, and so is
+        ``staticData``: it holds the running workflow's state (a schedule's last run)."""
+        writable = [key for key in WORKFLOW_WRITABLE if key != "staticData"]
+        body = {key: workflow[key] for key in writable if key in workflow}
+        body.setdefault("settings", {})
+        path = f"/api/v1/workflows/{workflow_id}"
+        return _object(await self._request("PUT", path, json=body))
+
     async def activate_workflow(self, workflow_id: str) -> dict[str, Any]:
         return _object(await self._request("POST", f"/api/v1/workflows/{workflow_id}/activate"))
 
