@@ -1,10 +1,14 @@
 """The OAuth providers Zixly connects to: endpoints, scopes, token lifetimes, rotation.
 
 Sourced (docs/au-rules-and-provider-apis.md): Xero's token endpoint, 30-minute access tokens
-and single-use (rotating) refresh tokens; Asana's 1-hour access tokens. The other values
-follow each provider's public OAuth documentation and should be re-checked there before
-relying on them: HubSpot (30 min, refresh token reusable), Asana (refresh token reusable),
-Shopify expiring offline tokens (1 h, rotating), MYOB (20 min, rotating).
+and single-use (rotating) refresh tokens; Asana's 1-hour access tokens. HubSpot: 30-minute
+access tokens, refresh tokens unaffected (HubSpot developer changelog, "Expiration of OAuth
+access tokens is changing"; its v1 OAuth endpoints used here are announced for deprecation on
+16 February 2027 in favour of v3, which takes the same values in the request body). The
+other values follow each provider's public OAuth documentation and should be re-checked
+there before relying on them: Asana (refresh token reusable), Shopify expiring offline
+tokens (1 h, rotating), MYOB (20 min, rotating). Every refresh honours the ``expires_in`` the
+provider returns; these lifetimes are only the fallback when it sends none.
 
 ``provider_base_urls`` in the settings replaces a provider's host (the sandbox in tests);
 the paths stay the provider's own, so the sandbox serves the same paths.
