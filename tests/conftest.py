@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -178,20 +179,28 @@ async def live_server(services: Services) -> AsyncIterator[str]:
         yield url
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @contextlib.asynccontextmanager
-async def served(services: Services, *, port: int = 0) -> AsyncIterator[str]:
-    """Serve an app over ``services`` with a real uvicorn on a loopback port (0: a free one)."""
-    config = uvicorn.Config(
-        create_app(services),
-        host="127.0.0.1",
-        port=port,
-        ws="websockets-sansio",
-        lifespan="off",
-        log_config=None,
-        log_level="warning",
-        timeout_graceful_shutdown=5,
+async def serve_app(app: Any, *, port: int = 0, **config: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app with a real uvicorn on a loopback port (0: a free one), on the
+    tests' event loop; yields the base URL. ``config`` adds uvicorn settings."""
+    server = _InProcessServer(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            lifespan="off",
+            log_config=None,
+            log_level="warning",
+            **config,
+        )
     )
-    server = _InProcessServer(config)
     task = asyncio.create_task(server.serve())
     async with asyncio.timeout(10):
         while not server.started:
@@ -199,10 +208,18 @@ async def served(services: Services, *, port: int = 0) -> AsyncIterator[str]:
                 task.result()  # surfaces a start-up failure
                 raise RuntimeError("uvicorn exited before it started")
             await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
+    yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     server.should_exit = True
     await task
+
+
+@contextlib.asynccontextmanager
+async def served(services: Services, *, port: int = 0) -> AsyncIterator[str]:
+    """Serve the Zixly app over ``services`` (WebSockets included)."""
+    async with serve_app(
+        create_app(services), port=port, ws="websockets-sansio", timeout_graceful_shutdown=5
+    ) as url:
+        yield url
 
 
 @contextlib.asynccontextmanager

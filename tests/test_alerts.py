@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,7 +19,7 @@ from aiosmtpd.controller import Controller
 from arq import create_pool
 from arq.connections import RedisSettings
 
-from tests.conftest import World
+from tests.conftest import World, free_port
 from zixly.alerts.channels import SmtpChannel, WebhookChannel
 from zixly.alerts.destinations import WebhookTargets
 from zixly.alerts.jobs import deliver_alerts
@@ -30,12 +29,6 @@ from zixly.db.session import Database, Scope, create_engine
 from zixly.embedded import Endpoints
 from zixly.settings import Settings
 from zixly.worker import deserialize, serialize
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

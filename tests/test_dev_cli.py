@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,17 +13,12 @@ from pathlib import Path
 import httpx
 import psutil
 
+from tests.conftest import free_port
 from zixly.embedded import Endpoints
 
 TOKEN_LINE = re.compile(
     r"^(STAFF|ADMIN|EDITOR|VIEWER)\s+(\S+@\S+)\n(eyJ[\w-]+\.[\w-]+\.[\w-]+)$", re.M
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start(
@@ -81,7 +75,7 @@ def _postgres_running(data_dir: Path) -> bool:
 
 def test_dev_serves_each_printed_token_and_stops_cleanly(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    port = _free_port()
+    port = free_port()
     process, output = _start(data_dir, port)
     try:
         tokens = TOKEN_LINE.findall(output)
@@ -132,7 +126,7 @@ def test_dev_serves_each_printed_token_and_stops_cleanly(tmp_path: Path) -> None
 def test_dev_uses_the_servers_named_by_url(tmp_path: Path, endpoints: Endpoints) -> None:
     """With the URLs set, nothing embedded starts: the API runs on those servers."""
     data_dir = tmp_path / "data"
-    port = _free_port()
+    port = free_port()
     servers = {
         "ZIXLY_DATABASE_URL": endpoints.database_url,
         "ZIXLY_MIGRATIONS_DATABASE_URL": endpoints.migrations_database_url,
@@ -178,7 +172,7 @@ def test_dev_refuses_a_database_url_without_the_owner_url(
 def test_a_killed_dev_leaves_a_stack_the_next_start_adopts_and_stops(tmp_path: Path) -> None:
     """kill -9 leaves PostgreSQL running; the next `zixly dev` adopts it and Ctrl-C stops it."""
     data_dir = tmp_path / "data"
-    port = _free_port()
+    port = free_port()
     process, _ = _start(data_dir, port)
     process.kill()
     process.communicate(timeout=30)

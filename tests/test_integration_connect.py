@@ -11,9 +11,7 @@ endpoints) follows each provider's OAuth documentation (zixly/integrations/regis
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,9 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 
-from tests.conftest import TenantFixture, World, _InProcessServer, gql, make_settings
+from tests.conftest import TenantFixture, World, free_port, gql, make_settings, serve_app
 from zixly.crypto import Keyring, Secret
 from zixly.embedded import Endpoints
 from zixly.http.app import create_app
@@ -55,29 +52,6 @@ mutation($provider: String!) {
   }
 }"""
 INTEGRATIONS = "{ integrations { provider status expiresAt } }"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Any, port: int = 0) -> AsyncIterator[str]:
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", log_config=None, log_level="warning"
-    )
-    server = _InProcessServer(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    server.should_exit = True
-    await task
 
 
 @dataclass
@@ -149,7 +123,7 @@ async def rig(
 ) -> AsyncIterator[Rig]:
     sandbox = ProviderSandbox(clients={name: CLIENT for name in PROVIDERS})
     port = free_port()
-    async with serve(sandbox.app()) as sandbox_url:
+    async with serve_app(sandbox.app()) as sandbox_url:
         rig_settings = make_settings(
             data_dir,
             public_url=f"http://127.0.0.1:{port}",
@@ -164,7 +138,7 @@ async def rig(
         )
         try:
             async with (
-                serve(create_app(services), port) as api_url,
+                serve_app(create_app(services), port=port) as api_url,
                 httpx.AsyncClient(base_url=api_url) as api,
                 httpx.AsyncClient(follow_redirects=True) as browser,
             ):

@@ -53,7 +53,9 @@ async def test_another_tenants_ids_are_not_found(client: httpx.AsyncClient, worl
     b = await _with_financials(world, "iso-b")
     headers = world.headers(a.admin)
     body = await gql(
-        client, "query($id: ID!) { client(id: $id) { name } }", {"id": str(b.client_ids[0])},
+        client,
+        "query($id: ID!) { client(id: $id) { name } }",
+        {"id": str(b.client_ids[0])},
         headers=headers,
     )
     assert body["data"] is None
@@ -77,13 +79,17 @@ async def test_another_tenants_cursor_is_rejected(client: httpx.AsyncClient, wor
     )
     b_page = await gql(client, query, {"r": RANGE}, headers=world.headers(b.viewer))
     b_cursor = b_page["data"]["financials"]["pageInfo"]["endCursor"]
-    stolen = await gql(client, query, {"r": RANGE, "after": b_cursor}, headers=world.headers(a.viewer))
+    stolen = await gql(
+        client, query, {"r": RANGE, "after": b_cursor}, headers=world.headers(a.viewer)
+    )
     assert stolen["data"] is None
     assert stolen["errors"][0]["extensions"] == {"code": "VALIDATION_ERROR", "field": "after"}
     # A cursor from one listing is not accepted by another listing of the same tenant.
     clients = await gql(
-        client, "query($after: String) { clients(first: 1, after: $after) { nodes { id } } }",
-        {"after": b_cursor}, headers=world.headers(b.viewer),
+        client,
+        "query($after: String) { clients(first: 1, after: $after) { nodes { id } } }",
+        {"after": b_cursor},
+        headers=world.headers(b.viewer),
     )
     assert clients["errors"][0]["extensions"]["code"] == "VALIDATION_ERROR"
 

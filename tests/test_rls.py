@@ -62,7 +62,9 @@ async def test_app_role_sees_only_the_tenant_it_sets(endpoints: Endpoints, world
                 seen = {r[0] for r in await conn.fetch(f"SELECT DISTINCT {column} FROM {table}")}
                 assert seen == {a}, table
             # Asking for tenant B's rows by id (the repository filter bypassed) yields nothing.
-            assert await conn.fetchval("SELECT count(*) FROM financials WHERE tenant_id = $1", b) == 0
+            assert (
+                await conn.fetchval("SELECT count(*) FROM financials WHERE tenant_id = $1", b) == 0
+            )
             assert await conn.fetchval("SELECT count(*) FROM tenants WHERE id = $1", b) == 0
     finally:
         await conn.close()
@@ -110,14 +112,17 @@ async def test_writes_into_another_tenant_are_refused(endpoints: Endpoints, worl
                 )
         async with conn.transaction():
             await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(a))
-            updated = await conn.execute("UPDATE financials SET revenue = 0 WHERE tenant_id = $1", b)
+            updated = await conn.execute(
+                "UPDATE financials SET revenue = 0 WHERE tenant_id = $1", b
+            )
             deleted = await conn.execute("DELETE FROM client_kpis WHERE tenant_id = $1", b)
             assert (updated, deleted) == ("UPDATE 0", "DELETE 0")
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await conn.execute("UPDATE audit_log SET action = 'tampered'")
-        assert await world.owner.fetchval(
-            "SELECT revenue FROM financials WHERE tenant_id = $1", b
-        ) == 10
+        assert (
+            await world.owner.fetchval("SELECT revenue FROM financials WHERE tenant_id = $1", b)
+            == 10
+        )
     finally:
         await conn.close()
 
@@ -147,9 +152,13 @@ async def test_staff_policy_applies_only_after_set_role(endpoints: Endpoints, wo
     try:
         async with conn.transaction():
             # Membership in the staff role is not inherited: no cross-tenant rows by default.
-            assert await conn.fetchval("SELECT count(*) FROM tenants WHERE id = ANY($1)", [a, b]) == 0
+            assert (
+                await conn.fetchval("SELECT count(*) FROM tenants WHERE id = ANY($1)", [a, b]) == 0
+            )
             await conn.execute("SET LOCAL ROLE zixly_staff")
-            assert await conn.fetchval("SELECT count(*) FROM tenants WHERE id = ANY($1)", [a, b]) == 2
+            assert (
+                await conn.fetchval("SELECT count(*) FROM tenants WHERE id = ANY($1)", [a, b]) == 2
+            )
         assert await conn.fetchval("SELECT current_user") == "zixly_app"
     finally:
         await conn.close()
@@ -162,7 +171,9 @@ async def test_owner_and_superuser_connections_are_refused(endpoints: Endpoints)
             await assert_application_role_is_safe(owner)
     finally:
         await owner.close()
-    superuser_dsn = plain_dsn(endpoints.migrations_database_url).replace("zixly_owner@", "postgres@")
+    superuser_dsn = plain_dsn(endpoints.migrations_database_url).replace(
+        "zixly_owner@", "postgres@"
+    )
     superuser = await asyncpg.connect(superuser_dsn)
     try:
         with pytest.raises(UnsafeRoleError, match="superuser"):

@@ -6,7 +6,6 @@ docs/au-rules-and-provider-apis.md ("Provider API shapes and limits")."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,9 +15,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 
-from tests.conftest import World, _InProcessServer, make_settings
+from tests.conftest import World, make_settings, serve_app
 from zixly.crypto import Keyring
 from zixly.integrations.oauth import (
     InvalidGrantError,
@@ -34,23 +32,6 @@ from zixly.services import Services
 
 CLIENT = ("zixly-client", "zixly-client-secret")
 ATTEMPTS = 3
-
-
-@contextlib.asynccontextmanager
-async def serve(app: object) -> AsyncIterator[str]:
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, lifespan="off", log_config=None, log_level="warning"
-    )
-    server = _InProcessServer(config)
-    task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(10):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    server.should_exit = True
-    await task
 
 
 class Rig:
@@ -89,7 +70,7 @@ class Rig:
 @pytest.fixture
 async def rig(services: Services, owner: asyncpg.Connection, data_dir: Path) -> AsyncIterator[Rig]:
     sandbox = ProviderSandbox(clients={"xero": CLIENT, "hubspot": CLIENT})
-    async with serve(sandbox.app()) as url, httpx.AsyncClient() as http:
+    async with serve_app(sandbox.app()) as url, httpx.AsyncClient() as http:
         settings = make_settings(
             data_dir,
             provider_base_urls={name: f"{url}/{name}" for name in ("xero", "hubspot", "myob")},

@@ -90,6 +90,11 @@ class Instance:
     api: N8nClient  # with the bootstrap's API key
     boot: BootstrapResult
 
+    async def last_execution(self) -> dict[str, Any]:
+        """The newest execution, with its run data (``data.resultData``)."""
+        (last,) = (await self.api.list_executions(limit=1)).items
+        return await self.api.get_execution(str(last["id"]), include_data=True)
+
 
 async def launch(
     runtime: InstanceRuntime,

@@ -247,21 +247,6 @@ async def test_every_vector_through_n8n_equals_python_and_the_published_value(
             assert out[key] == value
 
 
-async def _last_execution(instance: Instance, http: httpx.AsyncClient) -> dict[str, Any]:
-    headers = {"X-N8N-API-KEY": instance.secrets.api_key or ""}
-    listed = await http.get(
-        f"{instance.url}/api/v1/executions", params={"limit": 1}, headers=headers
-    )
-    (last,) = listed.json()["data"]
-    detail = await http.get(
-        f"{instance.url}/api/v1/executions/{last['id']}",
-        params={"includeData": "true"},
-        headers=headers,
-    )
-    found: dict[str, Any] = detail.json()
-    return found
-
-
 def _items_for(vector: dict[str, Any]) -> list[dict[str, Any]]:
     given = vector["input"]
     if vector["op"] == "basGstSummary":
@@ -276,7 +261,7 @@ async def test_invalid_input_fails_the_node_clearly_and_the_instance_keeps_servi
 ) -> None:
     response = await hooks.post(vector["op"], _items_for(vector))
     assert response.status_code == 500, response.text[:300]  # the workflow failed
-    execution = await _last_execution(instance, n8n_http)
+    execution = await instance.last_execution()
     assert execution["status"] == "error"
     error = execution["data"]["resultData"]["error"]
     assert error["node"]["name"] == "AU Rules"
@@ -334,6 +319,6 @@ async def test_an_abn_with_bad_characters_is_reported_or_fails_on_request(
         json={"items": [{"value": "51 824 753 556"}, {"value": "51-824-753-556"}]},
     )
     assert failed.status_code == 500
-    error = (await _last_execution(instance, n8n_http))["data"]["resultData"]["error"]
+    error = (await instance.last_execution())["data"]["resultData"]["error"]
     assert "contains characters other than digits and spaces" in error["message"]
     assert "item 1" in error["message"]

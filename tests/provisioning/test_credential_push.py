@@ -21,13 +21,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import World, gql, make_settings
+from tests.conftest import World, free_port, gql, make_settings, serve_app
 from tests.provisioning.conftest import FIXTURES
 from tests.provisioning.instance_support import (
     LifecycleEnv,
     run_queued_jobs,
 )
-from tests.test_integration_connect import CLIENT, START, free_port, serve
+from tests.test_integration_connect import CLIENT, START
 from zixly.crypto import Secret
 from zixly.embedded import Endpoints
 from zixly.http.app import create_app
@@ -97,7 +97,7 @@ async def capture() -> AsyncIterator[Capture]:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    async with serve(app, port):
+    async with serve_app(app, port=port):
         yield found
 
 
@@ -228,7 +228,7 @@ async def test_a_refresh_pushes_the_new_token_and_a_failed_push_is_retried(
 ) -> None:
     held = await run_provider_workflow(tenant, capture)  # what n8n holds now
     sandbox = ProviderSandbox()
-    async with serve(sandbox.app()) as sandbox_url:
+    async with serve_app(sandbox.app()) as sandbox_url:
         settings = make_settings(data_dir, provider_base_urls={"xero": f"{sandbox_url}/xero"})
         await store_tokens(env, tenant.id, "xero-at-third", sandbox.grant("xero"))
         await env.owner.execute(
@@ -335,7 +335,7 @@ async def test_connect_then_the_queued_sync_job_puts_the_new_token_to_work(
     callback queued, and n8n calls out with the token the provider issued."""
     sandbox = ProviderSandbox(clients={"xero": CLIENT})
     port = free_port()
-    async with serve(sandbox.app()) as sandbox_url:
+    async with serve_app(sandbox.app()) as sandbox_url:
         settings = make_settings(
             data_dir,
             public_url=f"http://127.0.0.1:{port}",
@@ -348,7 +348,7 @@ async def test_connect_then_the_queued_sync_job_puts_the_new_token_to_work(
         )
         try:
             async with (
-                serve(create_app(services), port) as api_url,
+                serve_app(create_app(services), port=port) as api_url,
                 httpx.AsyncClient(base_url=api_url) as api,
                 httpx.AsyncClient(follow_redirects=True) as browser,
             ):

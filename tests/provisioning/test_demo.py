@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.test_dev_cli import TOKEN_LINE, _free_port, _postgres_running, _start, _stop
+from tests.conftest import free_port
+from tests.test_dev_cli import TOKEN_LINE, _postgres_running, _start, _stop
 from zixly.provisioning.distributions import N8nDistribution
 
 ROWS_LINE = re.compile(
@@ -55,7 +56,7 @@ def test_the_demo_pulls_sandbox_data_through_the_tenants_own_n8n(
     tmp_path: Path, n8n_dist: N8nDistribution
 ) -> None:
     data_dir = tmp_path / "data"
-    port, sandbox_port = _free_port(), _free_port()
+    port, sandbox_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
     started = time.monotonic()
     process, output = _start_demo(data_dir, port, sandbox_port)

@@ -74,21 +74,6 @@ def financial(n: int, **changes: Any) -> dict[str, Any]:
     return record
 
 
-async def _execution(instance: Instance, http: httpx.AsyncClient) -> dict[str, Any]:
-    headers = {"X-N8N-API-KEY": instance.secrets.api_key or ""}
-    listed = await http.get(
-        f"{instance.url}/api/v1/executions", params={"limit": 1}, headers=headers
-    )
-    (last,) = listed.json()["data"]
-    detail = await http.get(
-        f"{instance.url}/api/v1/executions/{last['id']}",
-        params={"includeData": "true"},
-        headers=headers,
-    )
-    found: dict[str, Any] = detail.json()
-    return found
-
-
 async def _test_credential(
     instance: Instance, http: httpx.AsyncClient, credential: dict[str, Any]
 ) -> dict[str, Any]:
@@ -163,7 +148,7 @@ async def test_items_are_ingested_in_batches_with_lineage_and_a_422_names_the_it
     assert [b["batch"] for b in batches] == [1, 2, 3]
     assert [b["received"] for b in batches] == [2, 2, 1]
     assert sum(b["inserted"] for b in batches) == 5
-    execution = await _execution(instance, n8n_http)
+    execution = await instance.last_execution()
     rows = await _financials(owner, tenant.id)
     assert [r["external_id"] for r in rows] == [f"n8n-{n}" for n in range(5)]
     assert {r["source_workflow_id"] for r in rows} == {str(workflow["id"])}
@@ -180,7 +165,7 @@ async def test_items_are_ingested_in_batches_with_lineage_and_a_422_names_the_it
     fresh[3]["revenue"] = "lots"
     failed = await n8n_http.post(hook, json={"records": fresh}, timeout=60)
     assert failed.status_code == 500
-    error = (await _execution(instance, n8n_http))["data"]["resultData"]["error"]
+    error = (await instance.last_execution())["data"]["resultData"]["error"]
     assert error["node"]["name"] == "Ingest"
     assert "refused financials batch 2 of 3 (items 2-3)" in error["message"]
     assert "item 3, revenue" in error["message"]
@@ -209,6 +194,6 @@ async def test_a_revoked_token_fails_the_node_with_the_endpoint_message(
         f"{instance.url}/webhook/zixly-ingest-old", json={"records": [financial(0)]}, timeout=60
     )
     assert response.status_code == 500
-    error = (await _execution(instance, n8n_http))["data"]["resultData"]["error"]
+    error = (await instance.last_execution())["data"]["resultData"]["error"]
     assert "answered 401" in error["message"]
     assert "update the Zixly Ingest API credential" in (error.get("description") or "")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -42,7 +41,7 @@ from zixly.provisioning.credentials import (
 )
 from zixly.provisioning.errors import N8nError
 from zixly.provisioning.instances import InstanceRepository
-from zixly.provisioning.templates import NOT_CONNECTED, TemplateError, TemplateSpec, template_id
+from zixly.provisioning.templates import NOT_CONNECTED, template_id, webhook_path
 
 log = get_logger("zixly.integrations.sync")
 
@@ -50,7 +49,6 @@ SYNC_JOB = "sync_integration"
 PENDING_PUSHES = "zixly:credentials:push-pending"  # members: "<tenant id>:<provider>"
 SYNCABLE = ("ACTIVE", "STALE")
 WEBHOOK_TIMEOUT_SECONDS = 10.0
-WEBHOOK_NODE = "n8n-nodes-base.webhook"
 Hook = Callable[[StoredIntegration], Awaitable[None]]  # the refresher's hooks
 
 
@@ -164,21 +162,6 @@ def alert_service(ctx: dict[str, Any]) -> AlertService:
     return service
 
 
-def webhook_path(spec: TemplateSpec, directory: Path) -> str:
-    """The path of the template's on-demand Webhook trigger, as its workflow file has it
-    (the manifest contract says ``zixly-<template id>``; the file is the truth)."""
-    try:
-        workflow = spec.load(directory)
-    except TemplateError:
-        workflow = {}
-    for node in workflow.get("nodes") or []:
-        if isinstance(node, dict) and node.get("type") == WEBHOOK_NODE:
-            path = dict(node.get("parameters") or {}).get("path")
-            if isinstance(path, str) and path:
-                return path
-    return f"zixly-{spec.id}"
-
-
 async def trigger_templates(
     deps: CredentialDeps, tenant_id: uuid.UUID, provider_name: str
 ) -> dict[str, Any]:
@@ -195,7 +178,7 @@ async def trigger_templates(
     for spec in chosen:
         if spec.provider != provider_name:
             continue
-        url = f"{row.url.rstrip('/')}/webhook/{webhook_path(spec, deps.templates_dir)}"
+        url = f"{row.url.rstrip('/')}/webhook/{webhook_path(spec)}"
         try:
             response = await deps.http.post(url, json={}, timeout=WEBHOOK_TIMEOUT_SECONDS)
         except httpx.HTTPError as exc:
