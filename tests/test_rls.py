@@ -146,22 +146,28 @@ async def test_app_role_cannot_switch_rls_off(endpoints: Endpoints, world: World
         await conn.close()
 
 
-async def test_staff_policy_applies_only_after_set_role(endpoints: Endpoints, world: World) -> None:
+async def test_staff_policy_applies_only_over_the_staff_connection(
+    endpoints: Endpoints, world: World
+) -> None:
     a, b = await _arrange_two_tenants(world)
     conn = await _app_connection(endpoints)
     try:
         async with conn.transaction():
-            # Membership in the staff role is not inherited: no cross-tenant rows by default.
+            # The application role is a member of no role: no cross-tenant rows, and no way
+            # to become staff (tests/test_db_privileges.py tries every such path).
             assert (
                 await conn.fetchval("SELECT count(*) FROM tenants WHERE id = ANY($1)", [a, b]) == 0
             )
-            await conn.execute("SET LOCAL ROLE zixly_staff")
-            assert (
-                await conn.fetchval("SELECT count(*) FROM tenants WHERE id = ANY($1)", [a, b]) == 2
-            )
-        assert await conn.fetchval("SELECT current_user") == "zixly_app"
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute("SET LOCAL ROLE zixly_staff")
     finally:
         await conn.close()
+    assert endpoints.staff_database_url is not None
+    staff = await asyncpg.connect(plain_dsn(endpoints.staff_database_url))
+    try:
+        assert await staff.fetchval("SELECT count(*) FROM tenants WHERE id = ANY($1)", [a, b]) == 2
+    finally:
+        await staff.close()
 
 
 async def test_owner_and_superuser_connections_are_refused(endpoints: Endpoints) -> None:

@@ -48,6 +48,8 @@ async def running_stack(settings: Settings) -> AsyncIterator[Endpoints]:
         redis_url=settings.redis_url,
         app_role=settings.app_role,
         staff_role=settings.staff_role,
+        definer_role=settings.definer_role,
+        staff_database_url=settings.staff_database_url,
     )
     try:
         yield await stack.start()
@@ -64,6 +66,7 @@ async def prepare_database(
                 found.migrations_database_url,
                 app_role=settings.app_role,
                 staff_role=settings.staff_role,
+                definer_role=settings.definer_role,
             )
         app = await asyncpg.connect(_dsn(found.database_url))
         try:

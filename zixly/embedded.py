@@ -26,6 +26,11 @@ class Endpoints:
     database_url: str  # application role
     migrations_database_url: str  # owner role
     redis_url: str
+    # Staff role (the staff pool); None: derived from database_url (see db.session).
+    staff_database_url: str | None = None
+    # The embedded server's superuser (None for an external database): fixtures and
+    # probes that must not be subject to row-level security or privileges.
+    admin_database_url: str | None = None
 
 
 def _asyncpg_url(role: str, socket_dir: str, database: str = DATABASE) -> str:
@@ -128,6 +133,8 @@ class EmbeddedStack:
         redis_url: str | None,
         app_role: str = "zixly_app",
         staff_role: str = "zixly_staff",
+        definer_role: str = "zixly_definer",
+        staff_database_url: str | None = None,
     ) -> None:
         self.postgres = EmbeddedPostgres(data_dir) if database_url is None else None
         self.redis = EmbeddedRedis(data_dir) if redis_url is None else None
@@ -136,9 +143,12 @@ class EmbeddedStack:
         self._redis_url = redis_url
         self._app_role = app_role
         self._staff_role = staff_role
+        self._definer_role = definer_role
+        self._staff_url = staff_database_url
 
     async def start(self) -> Endpoints:
         database_url, migrations_url = self._database_url, self._migrations_url
+        staff_url, admin_url = self._staff_url, None
         if self.postgres is not None:
             socket_dir = self.postgres.start()
             await ensure_roles_and_database(
@@ -147,9 +157,12 @@ class EmbeddedStack:
                 owner=OWNER_ROLE,
                 app_role=self._app_role,
                 staff_role=self._staff_role,
+                definer_role=self._definer_role,
             )
             database_url = _asyncpg_url(self._app_role, socket_dir)
             migrations_url = _asyncpg_url(OWNER_ROLE, socket_dir)
+            staff_url = _asyncpg_url(self._staff_role, socket_dir)
+            admin_url = _asyncpg_url("postgres", socket_dir)
         redis_url = self._redis_url
         if self.redis is not None:
             redis_url = self.redis.start()
@@ -158,6 +171,8 @@ class EmbeddedStack:
             database_url=database_url,
             migrations_database_url=migrations_url or database_url,
             redis_url=redis_url,
+            staff_database_url=staff_url,
+            admin_database_url=admin_url,
         )
 
     def stop(self) -> None:

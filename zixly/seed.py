@@ -120,22 +120,37 @@ def daily_financials(
     return rows
 
 
+FINANCIAL_COLUMNS = (
+    "tenant_id",
+    "client_kpi_id",
+    "record_date",
+    "revenue",
+    "expenses",
+    "net_profit",
+    "cash_flow",
+    "currency",
+    "source_system",
+)
+
+
 async def copy_financials(conn: asyncpg.Connection, rows: list[tuple[object, ...]]) -> None:
-    await conn.copy_records_to_table(
-        "financials",
-        records=rows,
-        columns=[
-            "tenant_id",
-            "client_kpi_id",
-            "record_date",
-            "revenue",
-            "expenses",
-            "net_profit",
-            "cash_flow",
-            "currency",
-            "source_system",
-        ],
-    )
+    """Bulk-load financials. COPY refuses a table whose row-level security applies to the
+    writer, as it does to the owner since migration 0006 (FORCE, owner-session policy), so
+    the rows are copied into a temporary table and inserted from there."""
+    columns = ", ".join(FINANCIAL_COLUMNS)
+    async with conn.transaction():
+        await conn.execute(
+            "CREATE TEMP TABLE zixly_financials_load ON COMMIT DROP AS "
+            f"SELECT {columns} FROM public.financials WITH NO DATA"
+        )
+        await conn.copy_records_to_table(
+            "zixly_financials_load", records=rows, columns=list(FINANCIAL_COLUMNS)
+        )
+        await conn.execute(
+            f"INSERT INTO public.financials ({columns}) "
+            f"SELECT {columns} FROM pg_temp.zixly_financials_load"
+        )
+        await conn.execute("DROP TABLE pg_temp.zixly_financials_load")
 
 
 async def seed_demo(conn: asyncpg.Connection, *, today: dt.date | None = None) -> uuid.UUID:

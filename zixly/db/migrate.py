@@ -16,11 +16,17 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def alembic_config(
-    url: str, *, app_role: str = "zixly_app", staff_role: str = "zixly_staff"
+    url: str,
+    *,
+    app_role: str = "zixly_app",
+    staff_role: str = "zixly_staff",
+    definer_role: str = "zixly_definer",
 ) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes.update(url=url, app_role=app_role, staff_role=staff_role)
+    config.attributes.update(
+        url=url, app_role=app_role, staff_role=staff_role, definer_role=definer_role
+    )
     return config
 
 
@@ -48,8 +54,11 @@ async def upgrade(
     *,
     app_role: str = "zixly_app",
     staff_role: str = "zixly_staff",
+    definer_role: str = "zixly_definer",
 ) -> None:
-    config = alembic_config(url, app_role=app_role, staff_role=staff_role)
+    config = alembic_config(
+        url, app_role=app_role, staff_role=staff_role, definer_role=definer_role
+    )
     engine = create_async_engine(url, poolclass=pool.NullPool)
     try:
         async with engine.connect() as connection:

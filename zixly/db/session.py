@@ -2,8 +2,10 @@
 
 The tenant is set once per transaction with ``set_config('app.tenant_id', $1, true)``
 (transaction-local: it can never leak to the next user of a pooled connection). Staff
-transactions additionally ``SET LOCAL ROLE`` to the staff role, whose explicit policies
-are the only path across tenants.
+transactions run on a pool of their own, connected as the staff role (or a login role that
+is a member of it, hence the ``SET LOCAL ROLE``), whose explicit policies are the only path
+across tenants. The application role is a member of no role, so no statement sent over the
+tenant pool (not even an injected ``SET ROLE``) can act as staff.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -47,10 +50,19 @@ class Scope:
         return cls(tenant_id=None)
 
 
-def create_engine(url: str, settings: Settings) -> AsyncEngine:
+def staff_database_url(url: str | URL, settings: Settings) -> str:
+    """The staff pool's URL: ``staff_database_url``, else ``url`` with the staff role as
+    its user and no password (the embedded stack trusts its socket)."""
+    if settings.staff_database_url:
+        return settings.staff_database_url
+    staff = make_url(url).set(username=settings.staff_role, password=None)
+    return staff.render_as_string(hide_password=False)
+
+
+def create_engine(url: str, settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
     return create_async_engine(
         url,
-        pool_size=settings.db_pool_size,
+        pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
         # No pre-ping (a round trip per checkout); recycle instead, and a broken connection
@@ -66,10 +78,21 @@ def create_engine(url: str, settings: Settings) -> AsyncEngine:
 
 
 class Database:
-    def __init__(self, engine: AsyncEngine, settings: Settings) -> None:
+    def __init__(
+        self, engine: AsyncEngine, settings: Settings, staff_engine: AsyncEngine | None = None
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.sessionmaker = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+        # Connects lazily: a process that never runs a staff transaction opens no connection.
+        self.staff_engine = staff_engine or create_engine(
+            staff_database_url(engine.url, settings),
+            settings,
+            pool_size=settings.staff_db_pool_size,
+        )
+        self.staff_sessionmaker = async_sessionmaker(
+            self.staff_engine, expire_on_commit=False, autoflush=False
+        )
 
     async def apply_scope(self, session: AsyncSession, scope: Scope) -> None:
         await session.execute(
@@ -88,12 +111,14 @@ class Database:
     @asynccontextmanager
     async def transaction(self, scope: Scope) -> AsyncIterator[AsyncSession]:
         """One transaction with the scope applied; commits on success, rolls back on error."""
-        async with self.sessionmaker() as session, session.begin():
+        sessionmaker = self.staff_sessionmaker if scope.staff else self.sessionmaker
+        async with sessionmaker() as session, session.begin():
             await self.apply_scope(session, scope)
             yield session
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        await self.staff_engine.dispose()
 
 
 class UnitOfWork:
