@@ -7,10 +7,13 @@ privilege the application role must not have.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -260,9 +263,12 @@ async def test_app_role_cannot_become_staff_or_owner(endpoints: Endpoints) -> No
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 async with app.transaction():
                     await app.execute(f"SET LOCAL ROLE {role}")
-        assert await app.fetch(
-            "SELECT roleid::regrole FROM pg_auth_members WHERE member = current_user::regrole"
-        ) == []
+        assert (
+            await app.fetch(
+                "SELECT roleid::regrole FROM pg_auth_members WHERE member = current_user::regrole"
+            )
+            == []
+        )
         await assert_application_role_is_safe(app)
 
 
@@ -333,3 +339,32 @@ async def test_staff_transactions_use_their_own_pool(services: Services, world: 
             text("SELECT count(*) FROM tenants WHERE id IN (:a, :b)"), {"a": a.id, "b": b.id}
         )
         assert seen.scalar_one() == 1
+
+
+async def test_bootstrap_removes_the_old_path_from_app_to_staff(endpoints: Endpoints) -> None:
+    """A cluster bootstrapped by an earlier version made the application role a member of
+    staff; ``zixly db bootstrap`` (what the embedded stack runs at every start) removes it."""
+    membership = (
+        "SELECT count(*) FROM pg_auth_members "
+        "WHERE member = 'zixly_app'::regrole AND roleid = 'zixly_staff'::regrole"
+    )
+    async with connected(endpoints.admin_database_url) as admin:
+        await admin.execute("GRANT zixly_staff TO zixly_app")
+        try:
+            assert await admin.fetchval(membership) == 1
+            process = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "zixly"),
+                "db",
+                "bootstrap",
+                "--admin-url",
+                plain_dsn(endpoints.admin_database_url or ""),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            output, _ = await process.communicate()
+            assert process.returncode == 0, output.decode()
+            assert await admin.fetchval(membership) == 0
+        finally:
+            await admin.execute("REVOKE zixly_staff FROM zixly_app")
+    async with connected(endpoints.database_url) as app:
+        await assert_application_role_is_safe(app)

@@ -42,6 +42,28 @@ def _cmd_db_upgrade(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_db_bootstrap(args: argparse.Namespace) -> int:
+    from zixly.db.bootstrap import ensure_roles_and_database
+
+    settings = get_settings()
+    asyncio.run(
+        ensure_roles_and_database(
+            args.admin_url.replace("postgresql+asyncpg://", "postgresql://", 1),
+            database=args.database,
+            owner=args.owner,
+            app_role=settings.app_role,
+            staff_role=settings.staff_role,
+            definer_role=settings.definer_role,
+        )
+    )
+    console.print(
+        f"roles {args.owner}, {settings.app_role}, {settings.staff_role} (LOGIN: set their "
+        f"passwords with ALTER ROLE ... PASSWORD) and {settings.definer_role} (NOLOGIN) and "
+        f"database {args.database} are in place; now run `zixly db upgrade`"
+    )
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from zixly.graphql.schema import SCHEMA_FILE, render_sdl
 
@@ -109,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_up = db_sub.add_parser("upgrade", help="create roles (embedded) and apply migrations")
     db_up.set_defaults(func=_cmd_db_upgrade)
+    db_boot = db_sub.add_parser(
+        "bootstrap",
+        help="create or repair the roles and the database on an external PostgreSQL "
+        "(idempotent; run as an administrator before `zixly db upgrade`)",
+    )
+    db_boot.add_argument("--admin-url", required=True, help="a superuser's (or DBA's) URL")
+    db_boot.add_argument("--database", default="zixly")
+    db_boot.add_argument("--owner", default="zixly_owner", help="the migration role")
+    db_boot.set_defaults(func=_cmd_db_bootstrap)
 
     schema = sub.add_parser("schema", help="print the GraphQL SDL (--write: update schema.graphql)")
     schema.add_argument("--write", action="store_true")

@@ -16,6 +16,7 @@ from rich.console import Console
 from zixly.auth.tokens import load_signing_secret, mint_token
 from zixly.db.bootstrap import assert_application_role_is_safe
 from zixly.db.migrate import upgrade
+from zixly.db.session import staff_database_url
 from zixly.embedded import EmbeddedStack, Endpoints
 from zixly.errors import NotFoundError, ZixlyError
 from zixly.logging import configure_logging
@@ -73,6 +74,12 @@ async def prepare_database(
             await assert_application_role_is_safe(app)
         finally:
             await app.close()
+        staff_url = found.staff_database_url or staff_database_url(found.database_url, settings)
+        staff = await asyncpg.connect(_dsn(staff_url))
+        try:
+            await assert_application_role_is_safe(staff, may_act_as=settings.staff_role)
+        finally:
+            await staff.close()
         if seed:
             with console.status("seeding the demo tenant"):
                 owner = await asyncpg.connect(_dsn(found.migrations_database_url))

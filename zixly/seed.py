@@ -140,14 +140,14 @@ async def copy_financials(conn: asyncpg.Connection, rows: list[tuple[object, ...
     columns = ", ".join(FINANCIAL_COLUMNS)
     async with conn.transaction():
         await conn.execute(
-            "CREATE TEMP TABLE zixly_financials_load ON COMMIT DROP AS "
+            "CREATE TEMP TABLE zixly_financials_load ON COMMIT DROP AS "  # noqa: S608 (constants)
             f"SELECT {columns} FROM public.financials WITH NO DATA"
         )
         await conn.copy_records_to_table(
             "zixly_financials_load", records=rows, columns=list(FINANCIAL_COLUMNS)
         )
         await conn.execute(
-            f"INSERT INTO public.financials ({columns}) "
+            f"INSERT INTO public.financials ({columns}) "  # noqa: S608 (constant columns)
             f"SELECT {columns} FROM pg_temp.zixly_financials_load"
         )
         await conn.execute("DROP TABLE pg_temp.zixly_financials_load")

@@ -110,9 +110,15 @@ ORDER BY 1
 """
 
 
-async def assert_application_role_is_safe(conn: asyncpg.Connection) -> None:
+async def assert_application_role_is_safe(
+    conn: asyncpg.Connection, *, may_act_as: str | None = None
+) -> None:
     """Refuse to serve over a connection that row-level security would not constrain, or
-    that could become such a role, or could create objects (shadowing, see migration 0006)."""
+    that could become such a role, or could create objects (shadowing, see migration 0006).
+
+    ``may_act_as``: the one role the connection may be a member of (the staff pool's login
+    role may be a member of the staff role); the tenant pool passes none.
+    """
     row = await conn.fetchrow(
         "SELECT rolsuper, rolbypassrls, current_user AS name "
         "FROM pg_roles WHERE rolname = current_user"
@@ -132,7 +138,9 @@ async def assert_application_role_is_safe(conn: asyncpg.Connection) -> None:
             f"database role {name!r} owns {owned} table(s); table owners bypass "
             "row-level security. Connect as the application role, migrate as the owner."
         )
-    reachable = [r["rolname"] for r in await conn.fetch(_DANGEROUS_MEMBERSHIPS)]
+    reachable = [
+        r["rolname"] for r in await conn.fetch(_DANGEROUS_MEMBERSHIPS) if r["rolname"] != may_act_as
+    ]
     if reachable:
         raise UnsafeRoleError(
             f"database role {name!r} is a member of {', '.join(reachable)} and could act as "
@@ -141,7 +149,9 @@ async def assert_application_role_is_safe(conn: asyncpg.Connection) -> None:
             "(ZIXLY_STAFF_DATABASE_URL)"
         )
     schemas = [r["nspname"] for r in await conn.fetch(_CREATE_ANYWHERE)]
-    if schemas or await conn.fetchval("SELECT has_database_privilege(current_database(), 'CREATE')"):
+    if schemas or await conn.fetchval(
+        "SELECT has_database_privilege(current_database(), 'CREATE')"
+    ):
         raise UnsafeRoleError(
             f"database role {name!r} may create objects (schemas: {', '.join(schemas) or '-'}, "
             "or CREATE on the database): revoke CREATE from it and from PUBLIC"

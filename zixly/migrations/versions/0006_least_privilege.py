@@ -163,7 +163,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    app, staff, definer = _roles()
+    definer = _roles()[2]
     functions = (
         "zixly_auth_principal(text, text)",
         "zixly_ensure_user(text)",
@@ -171,9 +171,7 @@ def downgrade() -> None:
     )
     statements = [unforce_rls()]
     statements += [f"ALTER FUNCTION public.{f} OWNER TO CURRENT_USER;" for f in functions]
-    statements += [
-        f"DROP POLICY IF EXISTS definer_read ON public.{t};" for t in DEFINER_READS
-    ]
+    statements += [f"DROP POLICY IF EXISTS definer_read ON public.{t};" for t in DEFINER_READS]
     statements += [
         "DROP POLICY IF EXISTS definer_insert ON public.users;",
         f"REVOKE ALL ON {', '.join(f'public.{t}' for t in DEFINER_READS)} FROM {definer};",
