@@ -61,7 +61,11 @@ class Settings(BaseSettings):
     app_role: str = Field(default="zixly_app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     staff_role: str = Field(default="zixly_staff", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     staff_db_pool_size: int = Field(
-        default=5, ge=1, le=500, description="Connections of the staff pool per process."
+        default=10,
+        ge=1,
+        le=500,
+        description="Connections of the staff pool per process (the worker runs its up to 8 "
+        "jobs and its crons as staff).",
     )
     definer_role: str = Field(
         default="zixly_definer",
