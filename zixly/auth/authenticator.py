@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from sqlalchemy import text
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from zixly.auth.principal import Principal, Role
 from zixly.auth.verifier import TokenVerifier, claim
 from zixly.db.session import Database, Scope, UnitOfWork
-from zixly.errors import AuthenticationError, ForbiddenError, UnavailableError
+from zixly.errors import AuthenticationError, ForbiddenError
+from zixly.outages import unavailable
 from zixly.settings import Settings
 
 _LOOKUP = text(
@@ -77,8 +77,11 @@ class Authenticator:
             else:
                 async with self.db.transaction(Scope.system()) as session:
                     row = (await session.execute(_LOOKUP, params)).first()
-        except (OperationalError, InterfaceError, OSError) as exc:
-            raise UnavailableError("the database is unavailable; try again shortly") from exc
+        except Exception as exc:  # the unit of work raises these typed already
+            typed = unavailable(exc)
+            if typed is None or typed is exc:
+                raise
+            raise typed from exc
         if row is None:
             raise AuthenticationError("unknown user: no Zixly account has this email")
         if tenant is not None and row.tenant_id is None and not row.is_staff:
@@ -94,4 +97,5 @@ class Authenticator:
         )
         if uow is not None:
             uow.scope = principal.scope
+            await uow.admit()  # the per-tenant and per-user caps, now that both are known
         return principal

@@ -73,9 +73,10 @@ class ZixlyGraphQL(GraphQL[Context, None]):
         except ZixlyError as error:
             if isinstance(error, AuthenticationError):
                 await guard.record_auth_failure(address)
-            raise ConnectionRejectionError(
-                {"message": error.message, "code": error.code}
-            ) from error
+            payload: dict[str, object] = {"message": error.message, "code": error.code}
+            if "Retry-After" in error.headers():  # the database is down: when to come back
+                payload["retryAfter"] = int(error.headers()["Retry-After"])
+            raise ConnectionRejectionError(payload) from error
         decision = await guard.admit(principal.rate_limit_key)
         if decision is not None and not decision.allowed:
             guard.rejected("tenant", principal.rate_limit_key)
