@@ -17,7 +17,7 @@ import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -169,7 +169,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else ""
 
 
-Job = Callable[[dict[str, Any]], Awaitable[Any]]
+Job = TypeVar("Job", bound=Callable[..., Awaitable[Any]])
 
 
 def watched(job: Job, name: str | None = None) -> Job:
@@ -192,4 +192,4 @@ def watched(job: Job, name: str | None = None) -> Job:
         watch.succeeded(label)
         return result
 
-    return run
+    return cast(Job, run)
