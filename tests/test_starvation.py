@@ -28,6 +28,7 @@ from zixly.db.admission import Admission
 from zixly.embedded import Endpoints
 from zixly.errors import RateLimitedError
 from zixly.http.app import create_app
+from zixly.ingest.instance_tokens import issue_instance_token
 from zixly.services import Services
 
 RANGE = {"start": "2024-01-01", "end": "2024-12-31"}
@@ -256,3 +257,52 @@ async def test_admission_caps_per_user_and_per_tenant() -> None:
     for held in (a2, b1, ticket, elsewhere):
         held.release()
     assert admission._gates == {}  # nothing kept for idle tenants and users
+
+
+async def test_a_tenants_ingest_batches_are_capped_apart_from_its_requests(
+    data_dir: Any, endpoints: Endpoints, world: World
+) -> None:
+    """Twelve concurrent ingest batches of one tenant, each stuck until the ingest statement
+    timeout, hold at most the tenant's share of the pool; the rest get 429 with
+    Retry-After, and another tenant's ingest and that tenant's own API requests still work."""
+    settings = make_settings(data_dir, ingest_statement_timeout_ms=1500)
+    loader, other = await world.tenant("bulk"), await world.tenant("bulk-other")
+    record = {
+        "client_id": "C-0",
+        "record_date": "2024-01-01",
+        "revenue": "10.00",
+        "expenses": 1,
+        "net_profit": "9.00",
+        "currency": "AUD",
+        "external_id": "x-1",
+    }
+    body = {"workflow_id": "wf", "execution_id": "1", "source_system": "xero", "records": [record]}
+    async with other_app(endpoints, settings) as (services, client):
+        tokens = {
+            t.id: (await issue_instance_token(services.db, t.id)).reveal() for t in (loader, other)
+        }
+        peak = 0
+
+        async def batch() -> httpx.Response:
+            headers = {"Authorization": f"Bearer {tokens[loader.id]}"}
+            return await client.post("/ingest/v1/financials", json=body, headers=headers)
+
+        async with locked(endpoints, "financials"):
+            flood = [asyncio.create_task(batch()) for _ in range(12)]
+            await asyncio.sleep(0.3)
+            peak = services.db.admission.in_use(f"ingest:tenant:{loader.id}")
+            started = time.monotonic()
+            heartbeat = await client.post(
+                "/ingest/v1/heartbeat", headers={"Authorization": f"Bearer {tokens[other.id]}"}
+            )
+            me = await client.post(
+                "/graphql", json={"query": ME}, headers=world.headers(loader.viewer)
+            )
+            other_s = time.monotonic() - started
+            answers = await asyncio.gather(*flood)
+    assert heartbeat.status_code == 200 and me.status_code == 200
+    assert other_s < 1.5
+    assert peak == services.db.admission.tenant_limit
+    outcomes = Counter((r.status_code, r.json()["code"]) for r in answers)
+    assert outcomes == {(503, "UNAVAILABLE"): peak, (429, "RATE_LIMITED"): 12 - peak}, outcomes
+    assert all(int(r.headers["retry-after"]) >= 1 for r in answers)

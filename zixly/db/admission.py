@@ -64,18 +64,22 @@ class Admission:
         )
 
     def _keys(
-        self, tenant_id: uuid.UUID | None, user_id: uuid.UUID | None
+        self, tenant_id: uuid.UUID | None, user_id: uuid.UUID | None, kind: str
     ) -> list[tuple[str, int]]:
         keys: list[tuple[str, int]] = []
         if user_id is not None:
-            keys.append((f"user:{user_id}", self.user_limit))
+            keys.append((f"{kind}user:{user_id}", self.user_limit))
         if tenant_id is not None:
-            keys.append((f"tenant:{tenant_id}", self.tenant_limit))
+            keys.append((f"{kind}tenant:{tenant_id}", self.tenant_limit))
         return keys
 
-    def try_enter(self, tenant_id: uuid.UUID | None, user_id: uuid.UUID | None) -> Ticket | None:
-        """The slots at once, or ``None`` (nothing taken) when a cap is reached."""
-        keys = self._keys(tenant_id, user_id)
+    def try_enter(
+        self, tenant_id: uuid.UUID | None, user_id: uuid.UUID | None, *, kind: str = ""
+    ) -> Ticket | None:
+        """The slots at once, or ``None`` (nothing taken) when a cap is reached. ``kind``
+        names separate caps of the same size (``"ingest:"``: a tenant's bulk loads and its
+        people's requests do not take each other's slots)."""
+        keys = self._keys(tenant_id, user_id, kind)
         if any(self._gate(key, limit).held >= limit for key, limit in keys):
             for key, _ in keys:
                 self._drop_if_idle(key)
@@ -84,12 +88,14 @@ class Admission:
             self._gates[key].held += 1
         return Ticket(self, [key for key, _ in keys])
 
-    async def enter(self, tenant_id: uuid.UUID | None, user_id: uuid.UUID | None) -> Ticket:
+    async def enter(
+        self, tenant_id: uuid.UUID | None, user_id: uuid.UUID | None, *, kind: str = ""
+    ) -> Ticket:
         """The slots, waiting up to ``wait_seconds``; ``RateLimitedError`` after that."""
         taken: list[str] = []
         try:
             async with asyncio.timeout(self.wait_seconds):
-                for key, limit in self._keys(tenant_id, user_id):
+                for key, limit in self._keys(tenant_id, user_id, kind):
                     await self._take(key, limit)
                     taken.append(key)
         except TimeoutError:
@@ -102,7 +108,7 @@ class Admission:
                 f"too many requests of this {which} are using the database at once "
                 f"(at most {limit}); retry after {RETRY_AFTER_SECONDS}s",
                 retry_after=RETRY_AFTER_SECONDS,
-                limit=f"{which}_concurrency",
+                limit=f"{kind}{which}_concurrency",
             ) from None
         except BaseException:
             for key in taken:

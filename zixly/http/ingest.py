@@ -311,6 +311,9 @@ class IngestEndpoint:
         else:
             batch = self._parse(body, kind)
         validated = time.perf_counter()
+        # The tenant's cap on concurrent batches (a share of the pool; 429 over it), apart
+        # from its people's requests: long batches of one tenant cannot hold the whole pool.
+        ticket = await self.services.db.admission.enter(principal.tenant_id, None, kind="ingest:")
         try:
             async with self.services.db.transaction(Scope(tenant_id=principal.tenant_id)) as s:
                 timeout = str(self.settings.ingest_statement_timeout_ms)
@@ -333,6 +336,8 @@ class IngestEndpoint:
                 "nothing was written, try again shortly",
                 retryable=True,
             ) from exc
+        finally:
+            ticket.release()
         self._count(result)
         log.info(
             "ingest.batch",
