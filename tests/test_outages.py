@@ -27,6 +27,7 @@ from websockets.typing import Subprotocol
 from tests.conftest import (
     LogLines,
     World,
+    free_port,
     other_app,
     serve_app,
     unreachable_database_url,
@@ -72,13 +73,19 @@ def graphql_code(response: httpx.Response) -> str:
     return str(response.json()["errors"][0]["extensions"]["code"])
 
 
+@pytest.mark.parametrize("kind", ["no-socket", "refused"])
 async def test_every_route_is_a_typed_503_while_the_database_is_down(
-    endpoints: Endpoints, settings: Settings, world: World
+    kind: str, endpoints: Endpoints, settings: Settings, world: World
 ) -> None:
     tenant = await world.tenant("pgdown")
     headers = world.headers(tenant.viewer)
     ingest_token = {"Authorization": "Bearer zik_" + secrets.token_urlsafe(32)}
-    async with other_app(endpoints, settings, database_url=unreachable_database_url()) as (
+    url = (
+        unreachable_database_url()
+        if kind == "no-socket"
+        else f"postgresql+asyncpg://zixly_app@127.0.0.1:{free_port()}/zixly"
+    )
+    async with other_app(endpoints, settings, database_url=url) as (
         _,
         client,
     ):

@@ -96,9 +96,8 @@ def _raised_in(exc: BaseException) -> set[str]:
 
 
 def unavailable(exc: BaseException) -> UnavailableError | None:
-    """The typed error ``exc`` amounts to when a dependency could not serve, else ``None``.
-
-    Any other ``OSError`` is an outside system that could not be reached, too."""
+    """The typed error ``exc`` amounts to when PostgreSQL or Redis could not serve (an
+    ``OSError`` only when raised inside their drivers), else ``None``."""
     if isinstance(exc, UnavailableError):
         return exc
     if isinstance(exc, ZixlyError):
@@ -116,7 +115,7 @@ def unavailable(exc: BaseException) -> UnavailableError | None:
     component = component_of(exc)
     if component == POSTGRES:
         return ServiceUnavailableError("the database is unavailable; try again shortly")
-    if component == REDIS or isinstance(exc, OSError):
+    if component == REDIS:
         return ServiceUnavailableError("a required service is unavailable; try again shortly")
     return None
 
