@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -118,6 +119,19 @@ def unavailable(exc: BaseException) -> UnavailableError | None:
     if component == REDIS:
         return ServiceUnavailableError("a required service is unavailable; try again shortly")
     return None
+
+
+@contextmanager
+def typed_outages() -> Iterator[None]:
+    """Errors in the block that mean "PostgreSQL or Redis cannot serve now" leave as their
+    typed error (``unavailable``), caused by the original; the rest as they are."""
+    try:
+        yield
+    except Exception as exc:
+        typed = unavailable(exc)
+        if typed is None or typed is exc:
+            raise
+        raise typed from exc
 
 
 @dataclass

@@ -8,7 +8,7 @@ from zixly.auth.principal import Principal, Role
 from zixly.auth.verifier import TokenVerifier, claim
 from zixly.db.session import Database, Scope, UnitOfWork
 from zixly.errors import AuthenticationError, ForbiddenError
-from zixly.outages import unavailable
+from zixly.outages import typed_outages
 from zixly.settings import Settings
 
 _LOOKUP = text(
@@ -70,18 +70,13 @@ class Authenticator:
         if tenant is not None and not isinstance(tenant, str):
             raise AuthenticationError("token's tenant claim must be a string")
         params = {"email": email, "tenant": tenant}
-        try:
+        with typed_outages():  # database down, no connection free: 503, Retry-After
             if uow is not None:
                 params["timeout"] = str(self.settings.statement_timeout_ms)
                 row = await uow.open_with(_LOOKUP_AND_SCOPE, params)
             else:
                 async with self.db.transaction(Scope.system()) as session:
                     row = (await session.execute(_LOOKUP, params)).first()
-        except Exception as exc:  # the unit of work raises these typed already
-            typed = unavailable(exc)
-            if typed is None or typed is exc:
-                raise
-            raise typed from exc
         if row is None:
             raise AuthenticationError("unknown user: no Zixly account has this email")
         if tenant is not None and row.tenant_id is None and not row.is_staff:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import (
 
 from zixly.db.admission import Admission, Ticket
 from zixly.db.rows import AnyRow
-from zixly.outages import unavailable
+from zixly.outages import typed_outages
 from zixly.settings import Settings
 
 _SCOPE_SQL = text(
@@ -112,7 +112,7 @@ class UnitOfWork:
     database's per-tenant and per-user caps (``zixly.db.admission``; ``admit`` when
     authentication opened it). What the database raises when it cannot serve (no
     connection free in time, unreachable, a statement past its timeout) leaves as the
-    typed error of ``zixly.outages.unavailable`` (503 with ``Retry-After``).
+    typed error of ``zixly.outages.typed_outages`` (503 with ``Retry-After``).
     """
 
     def __init__(self, db: Database, scope: Scope) -> None:
@@ -129,7 +129,7 @@ class UnitOfWork:
         """The transaction; ``statement_timeout_ms`` sets the statement timeout from here
         to the end of the transaction (the heavy reports' longer one)."""
         async with self._lock:
-            with _typed_outages():
+            with typed_outages():
                 if self._session is None:
                     if self._ticket is None:
                         self._ticket = await self.db.admission.enter(
@@ -158,7 +158,7 @@ class UnitOfWork:
         async with self._lock:
             if self._session is not None:
                 raise RuntimeError("the unit of work is already open")
-            with _typed_outages():
+            with typed_outages():
                 session = self.db.sessionmaker()
                 await session.begin()
                 try:
@@ -194,7 +194,7 @@ class UnitOfWork:
             if session is None:
                 return
             try:
-                with _typed_outages():
+                with typed_outages():
                     if commit:
                         await session.commit()
                     else:
@@ -208,15 +208,3 @@ class UnitOfWork:
 
 async def _set_timeout(session: AsyncSession, milliseconds: int) -> None:
     await session.execute(_TIMEOUT_SQL, {"timeout": str(milliseconds)})
-
-
-@contextmanager
-def _typed_outages() -> Iterator[None]:
-    """Database errors that mean "cannot serve now" become their typed error."""
-    try:
-        yield
-    except Exception as exc:
-        typed = unavailable(exc)
-        if typed is None or typed is exc:
-            raise
-        raise typed from exc
