@@ -232,3 +232,19 @@ async def test_a_cron_failing_for_another_reason_still_raises(settings: Settings
 
     with pytest.raises(ValueError, match="a bug"):
         await watched(broken)({"settings": settings})
+
+
+async def test_a_redis_outage_is_named_as_such(logs: LogLines) -> None:
+    async def uses_redis(ctx: dict[str, Any]) -> bool:
+        return bool(await ctx["redis"].ping())
+
+    redis = Redis.from_url(REFUSED_REDIS)
+    try:
+        job, ctx = watched(uses_redis), {"redis": redis}
+        results = [await job(ctx) for _ in range(2)]
+    finally:
+        await redis.aclose()
+    assert results == [{"outage": "redis"}] * 2
+    (started,) = logs.events("outage.started")
+    assert (started["component"], started["job"]) == ("redis", "uses_redis")
+    assert "Traceback" not in logs.text
