@@ -7,6 +7,7 @@ endpoints map to a status, so clients can branch on the kind of failure.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -20,6 +21,14 @@ class ZixlyError(Exception):
         self.details = details
         # graphql-core copies an original error's ``extensions`` dict into the response.
         self.extensions: dict[str, Any] = {"code": self.code, **details}
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers of the error's answer: ``Retry-After`` (whole seconds) when the
+        error says after how long the same request may succeed (``retry_after``)."""
+        after = self.details.get("retry_after")
+        if isinstance(after, bool) or not isinstance(after, int | float):
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(after)))}
 
 
 class ValidationError(ZixlyError):
@@ -60,7 +69,26 @@ class RateLimitedError(ZixlyError):
 
 
 class UnavailableError(ZixlyError):
-    """An outside system (database, Redis, provider, n8n) could not be reached."""
+    """An outside system (database, Redis, provider, n8n) could not be reached, or the
+    server has no capacity for the request right now (no free database connection in time):
+    the client retries after ``retry_after`` seconds (the ``Retry-After`` header)."""
 
     code = "UNAVAILABLE"
     http_status = 503
+    default_retry_after = 5
+
+    def __init__(self, message: str, **details: Any) -> None:
+        details.setdefault("retry_after", self.default_retry_after)
+        super().__init__(message, **details)
+
+
+class ServiceUnavailableError(UnavailableError):
+    """Zixly's own PostgreSQL or Redis cannot serve the request now (unreachable, no pooled
+    connection free in time): the whole answer is a 503, GraphQL included."""
+
+
+class QueryTimeoutError(ServiceUnavailableError):
+    """A statement ran past its transaction's statement timeout and PostgreSQL cancelled it
+    (nothing of the request was committed). Retrying later, or with a smaller range, helps."""
+
+    code = "QUERY_TIMEOUT"

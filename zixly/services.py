@@ -15,12 +15,17 @@ from zixly.domain.cursors import CursorCodec
 from zixly.http.guard import AccessGuard
 from zixly.settings import Settings
 
+REDIS_TIMEOUT_SECONDS = 2.0
+
 
 @dataclass
 class Services:
     settings: Settings
     db: Database
     redis: Redis
+    # Commands on a request's path (rate limits, editor sessions, OAuth states, job queue):
+    # socket timeouts bound the wait, so a Redis that stopped answering gives a 503.
+    redis_commands: Redis
     http: httpx.AsyncClient
     verifier: TokenVerifier
     authenticator: Authenticator
@@ -31,12 +36,19 @@ class Services:
     def build(cls, settings: Settings, *, database_url: str, redis_url: str) -> Services:
         secret = load_signing_secret(settings)
         db = Database(create_engine(database_url, settings), settings)
-        redis = Redis.from_url(redis_url, decode_responses=False)
-        # The rate limits get a client of their own whose socket timeouts bound how long a
-        # request waits on a Redis that stopped answering (they then fail open). Not the
-        # shared one: a socket timeout would also end idle pub/sub subscriptions.
+        # Shared, pub/sub included: a connect timeout only (a socket timeout would also end
+        # idle subscriptions).
+        redis = Redis.from_url(
+            redis_url, decode_responses=False, socket_connect_timeout=REDIS_TIMEOUT_SECONDS
+        )
+        # The rate limits and the other commands of a request get a client of their own
+        # whose socket timeouts bound how long a request waits on a Redis that stopped
+        # answering (the limits then fail open; the rest answer 503).
         limits_redis = Redis.from_url(
-            redis_url, decode_responses=False, socket_timeout=2.0, socket_connect_timeout=2.0
+            redis_url,
+            decode_responses=False,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
         )
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
         verifier = TokenVerifier(settings, secret, http)
@@ -44,6 +56,7 @@ class Services:
             settings=settings,
             db=db,
             redis=redis,
+            redis_commands=limits_redis,
             http=http,
             verifier=verifier,
             authenticator=Authenticator(settings, verifier, db),

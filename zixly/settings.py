@@ -50,14 +50,54 @@ class Settings(BaseSettings):
     )
     db_pool_size: int = Field(default=20, ge=1, le=500)
     db_max_overflow: int = Field(default=0, ge=0, le=500)
-    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    db_pool_timeout_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long a transaction waits for a free pooled connection; then 503 "
+        "UNAVAILABLE with Retry-After.",
+    )
+    db_tenant_pool_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Share of the pool (db_pool_size + db_max_overflow, at least one "
+        "connection) one tenant's requests may hold at once in a process.",
+    )
+    db_user_max_concurrency: int = Field(
+        default=3,
+        ge=1,
+        le=500,
+        description="Transactions one user's requests may hold at once in a process (at most "
+        "the tenant's share).",
+    )
+    db_admission_wait_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="How long a request over its tenant's or user's cap waits for a slot; "
+        "then 429 RATE_LIMITED with Retry-After.",
+    )
     db_statement_cache_size: int = Field(
         default=100,
         ge=0,
         description="asyncpg prepared-statement cache; set 0 behind PgBouncer < 1.21 "
         "in transaction pooling mode.",
     )
-    statement_timeout_ms: int = Field(default=5000, ge=100, le=600_000)
+    statement_timeout_ms: int = Field(
+        default=3000,
+        ge=100,
+        le=600_000,
+        description="statement_timeout of a request's transaction; a statement past it is "
+        "cancelled and the request answered 503 QUERY_TIMEOUT with Retry-After.",
+    )
+    report_statement_timeout_ms: int = Field(
+        default=20_000,
+        ge=100,
+        le=600_000,
+        description="statement_timeout of the heavy reports: the analytics queries "
+        "(financialSummary, salesFunnel, cashFlow, operationalEfficiency) and "
+        "/export/financials.csv.",
+    )
     app_role: str = Field(default="zixly_app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     staff_role: str = Field(default="zixly_staff", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     staff_db_pool_size: int = Field(

@@ -26,6 +26,7 @@ from zixly.integrations.sync import SYNC_JOB, sync_integration
 from zixly.keys import ROTATION_JOB, ROTATION_TIMEOUT_SECONDS, rotate_encryption_keys
 from zixly.logging import configure_logging, get_logger
 from zixly.monitor.jobs import MONITOR_JOB, MONITOR_TIMEOUT_SECONDS, monitor_sync_health
+from zixly.outages import watched
 from zixly.provisioning import jobs
 from zixly.provisioning.lifecycle import InstanceLifecycle
 from zixly.provisioning.process_runtime import ProcessRuntime
@@ -145,9 +146,11 @@ class WorkerSettings:
         # After a connect: the token into n8n, the provider's workflows run once.
         func(sync_integration, name=SYNC_JOB, keep_result=0, max_tries=jobs.MAX_TRIES),
     ]
+    # Every cron reports an outage of PostgreSQL or Redis as one outage.started line and
+    # one outage.ended line (zixly.outages.watched), not a traceback per tick.
     cron_jobs = [
         cron(
-            jobs.reconcile_instances,
+            watched(jobs.reconcile_instances),
             name="reconcile_instances",
             second=0,  # every minute
             unique=True,
@@ -156,7 +159,7 @@ class WorkerSettings:
             max_tries=1,
         ),
         cron(
-            refresh_expiring_tokens,
+            watched(refresh_expiring_tokens),
             name="refresh_expiring_tokens",
             minute=set(range(0, 60, 2)),  # every 2 minutes: the window is 10
             second=15,
@@ -166,7 +169,7 @@ class WorkerSettings:
         ),
         # Retries of failed alert deliveries (a successful first attempt is immediate).
         cron(
-            deliver_alerts,
+            watched(deliver_alerts, "deliver_alerts_sweep"),
             name="deliver_alerts_sweep",
             second=45,
             unique=True,
@@ -175,7 +178,7 @@ class WorkerSettings:
         ),
         # Sync health: every running instance's new n8n runs folded into its integrations.
         cron(
-            monitor_sync_health,
+            watched(monitor_sync_health),
             name=MONITOR_JOB,
             second=30,  # every minute
             unique=True,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from sqlalchemy import text
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from zixly.auth.principal import Principal, Role
 from zixly.auth.verifier import TokenVerifier, claim
 from zixly.db.session import Database, Scope, UnitOfWork
-from zixly.errors import AuthenticationError, ForbiddenError, UnavailableError
+from zixly.errors import AuthenticationError, ForbiddenError
+from zixly.outages import typed_outages
 from zixly.settings import Settings
 
 _LOOKUP = text(
@@ -70,15 +70,13 @@ class Authenticator:
         if tenant is not None and not isinstance(tenant, str):
             raise AuthenticationError("token's tenant claim must be a string")
         params = {"email": email, "tenant": tenant}
-        try:
+        with typed_outages():  # database down, no connection free: 503, Retry-After
             if uow is not None:
                 params["timeout"] = str(self.settings.statement_timeout_ms)
                 row = await uow.open_with(_LOOKUP_AND_SCOPE, params)
             else:
                 async with self.db.transaction(Scope.system()) as session:
                     row = (await session.execute(_LOOKUP, params)).first()
-        except (OperationalError, InterfaceError, OSError) as exc:
-            raise UnavailableError("the database is unavailable; try again shortly") from exc
         if row is None:
             raise AuthenticationError("unknown user: no Zixly account has this email")
         if tenant is not None and row.tenant_id is None and not row.is_staff:
@@ -94,4 +92,5 @@ class Authenticator:
         )
         if uow is not None:
             uow.scope = principal.scope
+            await uow.admit()  # the per-tenant and per-user caps, now that both are known
         return principal

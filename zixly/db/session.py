@@ -26,7 +26,9 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from zixly.db.admission import Admission, Ticket
 from zixly.db.rows import AnyRow
+from zixly.outages import typed_outages
 from zixly.settings import Settings
 
 _SCOPE_SQL = text(
@@ -34,6 +36,7 @@ _SCOPE_SQL = text(
     "set_config('app.user_id', :user, true), "
     "set_config('statement_timeout', :timeout, true)"
 )
+_TIMEOUT_SQL = text("SELECT set_config('statement_timeout', :timeout, true)")
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ class Database:
         self.staff_sessionmaker = async_sessionmaker(
             self.staff_engine, expire_on_commit=False, autoflush=False
         )
+        # Per-tenant and per-user caps on the requests' units of work (zixly.db.admission).
+        self.admission = Admission.from_settings(settings)
 
     async def apply_scope(self, session: AsyncSession, scope: Scope) -> None:
         await session.execute(
@@ -127,6 +132,12 @@ class UnitOfWork:
     GraphQL resolves sibling fields concurrently, and one session must not run two
     statements at once, so access is serialised with a lock. The request boundary
     calls ``finish`` (commit on success, roll back on any error).
+
+    Before it takes a pooled connection for its scope, the unit of work is admitted by the
+    database's per-tenant and per-user caps (``zixly.db.admission``; ``admit`` when
+    authentication opened it). What the database raises when it cannot serve (no
+    connection free in time, unreachable, a statement past its timeout) leaves as the
+    typed error of ``zixly.outages.typed_outages`` (503 with ``Retry-After``).
     """
 
     def __init__(self, db: Database, scope: Scope) -> None:
@@ -134,20 +145,32 @@ class UnitOfWork:
         self.scope = scope
         self._lock = asyncio.Lock()
         self._session: AsyncSession | None = None
+        self._ticket: Ticket | None = None
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[AsyncSession]:
+    async def session(
+        self, *, statement_timeout_ms: int | None = None
+    ) -> AsyncIterator[AsyncSession]:
+        """The transaction; ``statement_timeout_ms`` sets the statement timeout from here
+        to the end of the transaction (the heavy reports' longer one)."""
         async with self._lock:
-            if self._session is None:
-                session = self.db.sessionmaker()
-                await session.begin()
-                try:
-                    await self.db.apply_scope(session, self.scope)
-                except BaseException:
-                    await session.close()
-                    raise
-                self._session = session
-            yield self._session
+            with typed_outages():
+                if self._session is None:
+                    if self._ticket is None:
+                        self._ticket = await self.db.admission.enter(
+                            self.scope.tenant_id, self.scope.user_id
+                        )
+                    session = self.db.sessionmaker()
+                    await session.begin()
+                    try:
+                        await self.db.apply_scope(session, self.scope)
+                    except BaseException:
+                        await session.close()
+                        raise
+                    self._session = session
+                if statement_timeout_ms is not None:
+                    await _set_timeout(self._session, statement_timeout_ms)
+                yield self._session
 
     async def open_with(self, statement: Any, params: dict[str, Any]) -> AnyRow | None:
         """Begin the transaction with a statement that applies the scope itself.
@@ -155,29 +178,58 @@ class UnitOfWork:
         Authentication uses this: one statement looks the user up and sets
         ``app.tenant_id`` (and the rest) from its own result, so a request costs one
         transaction, not one to authenticate plus one to work. The caller then records the
-        scope that statement applied in ``self.scope``.
+        scope that statement applied in ``self.scope`` and calls ``admit``.
         """
         async with self._lock:
             if self._session is not None:
                 raise RuntimeError("the unit of work is already open")
-            session = self.db.sessionmaker()
-            await session.begin()
-            try:
-                row = (await session.execute(statement, params)).first()
-            except BaseException:
-                await session.close()
-                raise
+            with typed_outages():
+                session = self.db.sessionmaker()
+                await session.begin()
+                try:
+                    row = (await session.execute(statement, params)).first()
+                except BaseException:
+                    await session.close()
+                    raise
             self._session = session
             return row
 
+    async def admit(self) -> None:
+        """Take this scope's slots (``self.scope`` as authentication found it). Over a cap,
+        the look-up's connection goes back to the pool while the request waits; the
+        transaction is opened again, scoped, when it is next used."""
+        if self._ticket is not None:
+            return
+        scope = self.scope
+        self._ticket = self.db.admission.try_enter(scope.tenant_id, scope.user_id)
+        if self._ticket is not None:
+            return
+        session, self._session = self._session, None
+        if session is not None:
+            try:
+                await session.rollback()  # the look-up wrote nothing
+            finally:
+                await session.close()
+        self._ticket = await self.db.admission.enter(scope.tenant_id, scope.user_id)
+
     async def finish(self, *, commit: bool) -> None:
         session, self._session = self._session, None
-        if session is None:
-            return
+        ticket, self._ticket = self._ticket, None
         try:
-            if commit:
-                await session.commit()
-            else:
-                await session.rollback()
+            if session is None:
+                return
+            try:
+                with typed_outages():
+                    if commit:
+                        await session.commit()
+                    else:
+                        await session.rollback()
+            finally:
+                await session.close()
         finally:
-            await session.close()
+            if ticket is not None:
+                ticket.release()
+
+
+async def _set_timeout(session: AsyncSession, milliseconds: int) -> None:
+    await session.execute(_TIMEOUT_SQL, {"timeout": str(milliseconds)})

@@ -35,6 +35,14 @@ class Context:
             yield session
 
     @asynccontextmanager
+    async def report_session(self) -> AsyncIterator[AsyncSession]:
+        """The request's transaction with the heavy reports' longer statement timeout
+        (``report_statement_timeout_ms``), from here to the end of the transaction."""
+        timeout = self.services.settings.report_statement_timeout_ms
+        async with self.uow.session(statement_timeout_ms=timeout) as session:
+            yield session
+
+    @asynccontextmanager
     async def staff_session(self) -> AsyncIterator[AsyncSession]:
         """A transaction of its own acting through the staff policy (``SET LOCAL ROLE``),
         separate from the request's unit of work; it commits when the block succeeds.

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from graphql import GraphQLError
+from starlette.responses import Response
 from strawberry.extensions import MaskErrors, SchemaExtension
 
-from zixly.errors import ZixlyError
+from zixly.errors import (
+    RateLimitedError,
+    ServiceUnavailableError,
+    UnavailableError,
+    ZixlyError,
+)
 from zixly.http.metrics import GRAPHQL_ERRORS, GRAPHQL_LATENCY, operation_label
 from zixly.logging import get_logger
+from zixly.outages import unavailable
 
 log = get_logger("zixly.graphql")
 
@@ -45,6 +52,23 @@ class MaskUnexpectedErrors(MaskErrors):
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         context = self.execution_context.context
         request_id = getattr(context, "request_id", "unknown")
+        typed = _typed(error)
+        if typed is not None:  # an outage (Redis, a staff transaction...): typed, no traceback
+            log.warning(
+                "graphql.unavailable",
+                path=error.path,
+                code=typed.code,
+                cause=repr(error.original_error),
+            )
+            return GraphQLError(
+                message=typed.message,
+                nodes=error.nodes,
+                source=error.source,
+                positions=error.positions,
+                path=error.path,
+                original_error=None,
+                extensions={**typed.extensions, "requestId": request_id},
+            )
         log.error(
             "graphql.unexpected_error",
             request_id=request_id,
@@ -61,6 +85,40 @@ class MaskUnexpectedErrors(MaskErrors):
             original_error=None,
             extensions={"code": "INTERNAL", "requestId": request_id},
         )
+
+
+def _typed(error: GraphQLError) -> ZixlyError | None:
+    """The Zixly error behind ``error``, outages of PostgreSQL and Redis typed."""
+    original = error.original_error
+    if isinstance(original, ZixlyError):
+        return original
+    return unavailable(original) if original is not None else None
+
+
+class RetryAfterStatus(SchemaExtension):
+    """An HTTP answer whose errors say "retry later" (UNAVAILABLE, QUERY_TIMEOUT,
+    RATE_LIMITED) carries ``Retry-After``; when Zixly's own database or Redis could not
+    serve it (``ServiceUnavailableError``) and there is no data, it is a 503 as well."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        ec = self.execution_context
+        response = getattr(ec.context, "response", None)
+        errors = getattr(ec.result, "errors", None) or []
+        if not isinstance(response, Response) or not errors:
+            return
+        retryable = [
+            typed
+            for typed in map(_typed, errors)
+            if isinstance(typed, UnavailableError | RateLimitedError) and typed.headers()
+        ]
+        if not retryable:
+            return
+        slowest = max(retryable, key=lambda e: int(e.headers()["Retry-After"]))
+        response.headers.update(slowest.headers())
+        outage = any(isinstance(e, ServiceUnavailableError) for e in retryable)
+        if outage and getattr(ec.result, "data", None) is None:
+            response.status_code = ServiceUnavailableError.http_status
 
 
 class OperationMetrics(SchemaExtension):

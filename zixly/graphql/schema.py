@@ -29,7 +29,12 @@ from zixly.graphql.api.members import MemberMutation, MemberQuery
 from zixly.graphql.api.metrics import MetricsMutation, MetricsQuery
 from zixly.graphql.api.subscriptions import Subscription
 from zixly.graphql.api.tenants import TenantMutation, TenantQuery
-from zixly.graphql.extensions import MaskUnexpectedErrors, OperationMetrics, RequestBoundary
+from zixly.graphql.extensions import (
+    MaskUnexpectedErrors,
+    OperationMetrics,
+    RequestBoundary,
+    RetryAfterStatus,
+)
 from zixly.settings import Settings
 
 Query = merge_types(
@@ -95,6 +100,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             # The parser and validation caches are shared module-level LRUs per maxsize.
             OperationMetrics,
             MaskUnexpectedErrors,
+            RetryAfterStatus,  # inside the masking: sees the errors as raised
             RequestBoundary,
             lambda: AddValidationRules(rules),
             lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),

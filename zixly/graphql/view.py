@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.unset import UnsetType
@@ -23,7 +23,25 @@ ANONYMOUS = Principal(
 )
 
 
+# Where on_ws_connect puts the close code and reason for a rejection that is no refusal.
+CLOSE_WITH = "ws_close_with"
+TRY_AGAIN_LATER = 1013  # RFC 6455 close code registry: "Try Again Later"
+
+
+class _ClosingAdapter(ASGIWebSocketAdapter):
+    """Closes a rejected connection with the code ``on_ws_connect`` chose (1013 when the
+    database is unavailable) instead of Strawberry's 4403 Forbidden for every rejection."""
+
+    async def close(self, code: int, reason: str) -> None:
+        chosen = self.ws.scope.get("state", {}).get(CLOSE_WITH)
+        if chosen is not None and code == 4403:
+            code, reason = chosen
+        await super().close(code, reason)
+
+
 class ZixlyGraphQL(GraphQL[Context, None]):
+    websocket_adapter_class = _ClosingAdapter
+
     def __init__(self, schema: Any, services: Services) -> None:
         super().__init__(
             schema,
@@ -73,6 +91,12 @@ class ZixlyGraphQL(GraphQL[Context, None]):
         except ZixlyError as error:
             if isinstance(error, AuthenticationError):
                 await guard.record_auth_failure(address)
+            retry_after = error.headers().get("Retry-After")
+            if retry_after is not None:  # the database is down: not a refusal, come back later
+                context.request.scope.setdefault("state", {})[CLOSE_WITH] = (
+                    TRY_AGAIN_LATER,
+                    f"{error.code}: retry after {retry_after}s",
+                )
             raise ConnectionRejectionError(
                 {"message": error.message, "code": error.code}
             ) from error

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from zixly.errors import UnavailableError
 from zixly.graphql.compiled.endpoint import CompiledGraphQL
 from zixly.graphql.schema import build_schema
 from zixly.graphql.view import ZixlyGraphQL
@@ -59,6 +60,7 @@ async def readyz(request: Request) -> Response:
     return JSONResponse(
         {"status": "ready" if ready else "unavailable", "checks": checks},
         status_code=200 if ready else 503,
+        headers={} if ready else {"Retry-After": str(UnavailableError.default_retry_after)},
     )
 
 

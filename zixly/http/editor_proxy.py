@@ -62,6 +62,7 @@ from zixly.errors import (
 )
 from zixly.http.middleware import error_response
 from zixly.logging import get_logger
+from zixly.outages import unavailable
 from zixly.provisioning.errors import N8nError
 from zixly.provisioning.instances import ActualState, InstanceRepository
 from zixly.provisioning.lifecycle import STAFF
@@ -77,6 +78,7 @@ SESSION_SECONDS = 8 * 3600
 RECHECK_SECONDS = 60
 MINIMUM_ROLE = Role.EDITOR
 LOGIN_RETRY_SECONDS = 1.0
+TRY_AGAIN_LATER = 1013  # WebSocket close code (RFC 6455 registry): Redis or the database down
 _REACHABLE = frozenset({ActualState.RUNNING, ActualState.UPGRADING})
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -260,7 +262,9 @@ class OwnerSessions:
 class EditorProxy:
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.sessions = EditorSessions(services.redis)
+        # The request client: its socket timeouts turn a Redis that stopped answering into
+        # a 503 within seconds instead of a request that hangs.
+        self.sessions = EditorSessions(services.redis_commands)
         # Its own client: no cookie jar, no read timeout (long-lived streams), and no idle
         # connections kept (loopback connects are cheap; nothing is left open to close).
         self.http = httpx.AsyncClient(
@@ -288,9 +292,17 @@ class EditorProxy:
     async def login(self, request: Request) -> Response:
         slug = request.path_params["slug"]
         address = (request.client.host if request.client else None) or "unknown"
-        guard = self.services.guard
         token = request.query_params.get("token")
         authorization = f"Bearer {token}" if token else request.headers.get("authorization")
+        try:
+            return await self._login(request, slug, address, authorization)
+        except Exception as exc:
+            return self._outage(request, exc)
+
+    async def _login(
+        self, request: Request, slug: str, address: str, authorization: str | None
+    ) -> Response:
+        guard = self.services.guard
         try:
             if await guard.address_blocked(address) is not None:
                 raise AuthenticationError("too many failed authentications from this address")
@@ -359,6 +371,12 @@ class EditorProxy:
 
     # --- HTTP -----------------------------------------------------------------------------------
     async def forward(self, request: Request) -> Response:
+        try:
+            return await self._forward(request)
+        except Exception as exc:
+            return self._outage(request, exc)
+
+    async def _forward(self, request: Request) -> Response:
         slug = request.path_params["slug"]
         try:
             session_id, session = await self._session(request, slug)
@@ -423,6 +441,14 @@ class EditorProxy:
         )
         return response
 
+    def _outage(self, connection: HTTPConnection, exc: Exception) -> Response:
+        """Redis or PostgreSQL could not serve: a typed 503 with Retry-After; else a bug."""
+        typed = unavailable(exc)
+        if typed is None:
+            raise exc
+        log.warning("editor.unavailable", reason=typed.message, cause=repr(exc))
+        return error_response(typed, connection.scope.get("state", {}).get("request_id", ""))
+
     def _error(self, connection: HTTPConnection, error: ZixlyError) -> Response:
         request_id = connection.scope.get("state", {}).get("request_id", "")
         if error.http_status >= 500:
@@ -437,6 +463,12 @@ class EditorProxy:
             upstream = await self.owners.get(uuid.UUID(session.tenant_id))
         except ZixlyError:
             await websocket.close(code=1008)
+            return
+        except Exception as exc:
+            if unavailable(exc) is None:
+                raise
+            log.warning("editor.unavailable", cause=repr(exc))
+            await websocket.close(code=TRY_AGAIN_LATER)
             return
         query = websocket.url.query
         url = upstream.url.replace("http", "ws", 1) + "/rest/push" + (f"?{query}" if query else "")

@@ -29,6 +29,7 @@ from zixly.errors import AuthenticationError, ValidationError, ZixlyError
 from zixly.graphql.inputs import optional_id
 from zixly.http.middleware import error_response
 from zixly.logging import get_logger
+from zixly.outages import unavailable
 from zixly.services import Services
 
 log = get_logger("zixly.export")
@@ -99,7 +100,9 @@ async def export_financials_csv(request: Request) -> Response:
     stack = AsyncExitStack()
     try:
         uow: UnitOfWork = state["uow"]  # opened, tenant-scoped, by authentication
-        session = await stack.enter_async_context(uow.session())
+        # A heavy report: the longer statement timeout, for this transaction only.
+        timeout = services.settings.report_statement_timeout_ms
+        session = await stack.enter_async_context(uow.session(statement_timeout_ms=timeout))
         result = await FinancialRepository(session, tenant_id).stream_for_export(
             date_range, client_id, batch_size=BATCH_SIZE
         )
@@ -107,6 +110,10 @@ async def export_financials_csv(request: Request) -> Response:
         first: Sequence[Any] = await anext(partitions, [])
     except Exception as exc:
         await stack.aclose()
+        typed = exc if isinstance(exc, ZixlyError) else unavailable(exc)
+        if typed is not None:  # a timeout, no connection in time, over the caps...
+            log.warning("export.unavailable", code=typed.code, cause=repr(exc.__cause__ or exc))
+            return error_response(typed, request_id)
         log.error("export.failed", error=repr(exc), exc_info=exc)
         return error_response(
             ZixlyError(f"Unexpected error (request id {request_id})."), request_id

@@ -51,6 +51,7 @@ from zixly.ingest.records import IngestValidationError, Kind, parse_json, valida
 from zixly.ingest.tokens import IngestPrincipal, resolve, touch, well_formed
 from zixly.ingest.writer import BatchWriter, WriteResult
 from zixly.logging import get_logger
+from zixly.outages import unavailable
 from zixly.services import Services
 
 log = get_logger("zixly.ingest")
@@ -111,7 +112,7 @@ def error_response(
     if isinstance(error, IngestValidationError):
         body["errors"] = [e.as_dict() for e in error.errors]
         body["truncated"] = error.truncated
-    all_headers = dict(headers or {})
+    all_headers = {**error.headers(), **(headers or {})}
     if error.http_status == 401:
         all_headers["WWW-Authenticate"] = _challenge(error)
     return ErrorJSONResponse(body, status_code=error.http_status, headers=all_headers)
@@ -190,6 +191,10 @@ class IngestEndpoint:
                 log.info("ingest.refused", code=error.code, reason=error.message)
             return error_response(error, request_id)
         except Exception as exc:
+            typed = unavailable(exc)  # no pooled connection in time, Redis down...
+            if typed is not None:
+                log.warning("ingest.unavailable", reason=typed.message, cause=repr(exc))
+                return error_response(typed, request_id)
             log.error("ingest.unexpected_error", error=repr(exc), exc_info=exc)
             return error_response(
                 ZixlyError(f"Unexpected error (request id {request_id})."), request_id
@@ -306,6 +311,9 @@ class IngestEndpoint:
         else:
             batch = self._parse(body, kind)
         validated = time.perf_counter()
+        # The tenant's cap on concurrent batches (a share of the pool; 429 over it), apart
+        # from its people's requests: long batches of one tenant cannot hold the whole pool.
+        ticket = await self.services.db.admission.enter(principal.tenant_id, None, kind="ingest:")
         try:
             async with self.services.db.transaction(Scope(tenant_id=principal.tenant_id)) as s:
                 timeout = str(self.settings.ingest_statement_timeout_ms)
@@ -328,6 +336,8 @@ class IngestEndpoint:
                 "nothing was written, try again shortly",
                 retryable=True,
             ) from exc
+        finally:
+            ticket.release()
         self._count(result)
         log.info(
             "ingest.batch",

@@ -43,7 +43,7 @@ def error_response(
             {"message": error.message, "extensions": {**error.extensions, "requestId": request_id}}
         ]
     }
-    all_headers = dict(headers or {})
+    all_headers = {**error.headers(), **(headers or {})}
     if error.http_status == 401:
         all_headers["WWW-Authenticate"] = _challenge(error)
     # X-Request-ID is added to every response by RequestContextMiddleware.

@@ -19,9 +19,11 @@ from starlette.routing import Route
 
 from zixly.alerts.jobs import build_alert_service
 from zixly.crypto import Keyring
+from zixly.errors import UnavailableError
 from zixly.integrations.connect import ConnectFailure, IntegrationConnector, OAuthConnectError
 from zixly.integrations.registry import PROVIDERS
 from zixly.logging import get_logger
+from zixly.outages import unavailable
 from zixly.provisioning.control import job_queue
 from zixly.services import Services
 
@@ -45,6 +47,13 @@ _MESSAGES = {
     ConnectFailure.PROVIDER_UNAVAILABLE: "The provider could not be reached. Try again shortly.",
     ConnectFailure.FORBIDDEN: "Only a tenant ADMIN can connect providers.",
     ConnectFailure.INTERNAL: "Zixly could not complete the connection. Start again.",
+    ConnectFailure.UNAVAILABLE: "Zixly is unavailable for a moment. Start connecting again "
+    "from Zixly shortly.",
+}
+_STATUS = {
+    ConnectFailure.FORBIDDEN: 403,
+    ConnectFailure.INTERNAL: 500,
+    ConnectFailure.UNAVAILABLE: 503,
 }
 
 
@@ -52,12 +61,12 @@ def connector(services: Services) -> IntegrationConnector:
     settings = services.settings
     return IntegrationConnector(
         services.db,
-        services.redis,
+        services.redis_commands,  # socket timeouts: a stalled Redis is a 503, not a hang
         Keyring.from_settings(settings),
         services.http,
         settings,
         alerts=build_alert_service(settings, services.db, services.http),
-        queue=job_queue(services.redis),
+        queue=job_queue(services.redis_commands),
     )
 
 
@@ -77,6 +86,9 @@ async def oauth_callback(request: Request) -> Response:
     except OAuthConnectError as exc:
         return _answer(services, name, exc.reason)
     except Exception as exc:  # rolled back: nothing stored, no job; the state is spent
+        if unavailable(exc) is not None:  # Redis or PostgreSQL down: 503, Retry-After
+            log.warning("integration.connect.unavailable", provider=name, error=repr(exc))
+            return _answer(services, name, ConnectFailure.UNAVAILABLE)
         log.error("integration.connect.failed", provider=name, error=type(exc).__name__)
         return _answer(services, name, ConnectFailure.INTERNAL)
     return _answer(services, name, None)
@@ -92,8 +104,11 @@ def _answer(services: Services, provider: str, failure: ConnectFailure | None) -
         return RedirectResponse(f"{back}{separator}{urlencode(params)}", 303, headers=_HEADERS)
     if failure is None:
         return _page(200, f"{provider} connected", "Zixly will start syncing shortly.")
-    status = {ConnectFailure.FORBIDDEN: 403, ConnectFailure.INTERNAL: 500}.get(failure, 400)
-    return _page(status, f"{provider} not connected", f"{_MESSAGES[failure]} ({failure.value})")
+    status = _STATUS.get(failure, 400)
+    page = _page(status, f"{provider} not connected", f"{_MESSAGES[failure]} ({failure.value})")
+    if failure is ConnectFailure.UNAVAILABLE:
+        page.headers["Retry-After"] = str(UnavailableError.default_retry_after)
+    return page
 
 
 def _page(status: int, title: str, message: str) -> HTMLResponse:

@@ -89,6 +89,7 @@ class ConnectFailure(enum.StrEnum):
     PROVIDER_UNAVAILABLE = "provider_unavailable"  # timeout, 5xx, 429 at the token endpoint
     FORBIDDEN = "forbidden"  # the user is no longer an ADMIN of the tenant
     INTERNAL = "internal_error"  # Zixly failed (nothing was stored); start again
+    UNAVAILABLE = "unavailable"  # Zixly's Redis or database is down; start again shortly
 
 
 class OAuthConnectError(ZixlyError):

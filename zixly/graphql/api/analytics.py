@@ -16,6 +16,10 @@ from zixly.domain.ranges import DateRange
 from zixly.graphql.context import Info
 from zixly.graphql.inputs import DateRangeInput, optional_id
 
+# The heavy reports: each runs with report_statement_timeout_ms instead of the request's
+# short statement timeout (Context.report_session), as /export/financials.csv does.
+REPORT_FIELDS = frozenset({"financialSummary", "salesFunnel", "cashFlow", "operationalEfficiency"})
+
 ClientFilter = Annotated[
     strawberry.ID | None,
     strawberry.argument(description="Only this client's data (all clients when omitted)."),
@@ -168,7 +172,7 @@ class AnalyticsQuery:
         client_id: ClientFilter = None,
     ) -> list[FinancialPeriod]:
         tenant_id, date_range, client = _inputs(info, range, client_id)
-        async with info.context.session() as session:
+        async with info.context.report_session() as session:
             rows = await AnalyticsRepository(session, tenant_id).financial_summary(
                 date_range, analytics.Granularity[granularity.name], client_id=client
             )
@@ -182,7 +186,7 @@ class AnalyticsQuery:
         client_id: ClientFilter = None,
     ) -> SalesFunnel:
         tenant_id, date_range, client = _inputs(info, range, client_id)
-        async with info.context.session() as session:
+        async with info.context.report_session() as session:
             funnel = await AnalyticsRepository(session, tenant_id).sales_funnel(
                 date_range, client_id=client
             )
@@ -199,7 +203,7 @@ class AnalyticsQuery:
         client_id: ClientFilter = None,
     ) -> CashFlow:
         tenant_id, date_range, client = _inputs(info, range, client_id)
-        async with info.context.session() as session:
+        async with info.context.report_session() as session:
             report = await AnalyticsRepository(session, tenant_id).cash_flow(
                 date_range, client_id=client
             )
@@ -221,7 +225,7 @@ class AnalyticsQuery:
         client_id: ClientFilter = None,
     ) -> OperationalEfficiency:
         tenant_id, date_range, client = _inputs(info, range, client_id)
-        async with info.context.session() as session:
+        async with info.context.report_session() as session:
             report = await AnalyticsRepository(session, tenant_id).operational_efficiency(
                 date_range, client_id=client
             )

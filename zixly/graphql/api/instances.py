@@ -59,11 +59,13 @@ async def _operate(
     ctx.principal.require_staff()
     tenant = parse_id(tenant_id, "tenantId")
     services = ctx.services
-    lifecycle = build_lifecycle(services.settings, services.db, services.redis, services.http)
+    lifecycle = build_lifecycle(
+        services.settings, services.db, services.redis_commands, services.http
+    )
     row, _ = await request_and_enqueue(
         lifecycle,
         ctx.staff_session(),
-        job_queue(services.redis),
+        job_queue(services.redis_commands),
         tenant,
         operation,
         version=version,

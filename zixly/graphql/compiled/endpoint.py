@@ -22,12 +22,14 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from zixly.errors import ZixlyError
+from zixly.errors import RateLimitedError, UnavailableError, ZixlyError
+from zixly.graphql.api.analytics import REPORT_FIELDS
 from zixly.graphql.compiled.planner import Plan, Planner
 from zixly.graphql.compiled.render import render
 from zixly.graphql.context import build_context
 from zixly.graphql.view import ANONYMOUS, ZixlyGraphQL
 from zixly.http.metrics import GRAPHQL_LATENCY, REGISTRY, operation_label
+from zixly.http.middleware import error_response
 from zixly.logging import get_logger
 
 log = get_logger("zixly.graphql.compiled")
@@ -64,6 +66,12 @@ class CompiledGraphQL:
             started = time.perf_counter()
             try:
                 answer = await self._answer(scope, body)
+            except (UnavailableError, RateLimitedError) as error:
+                # The database could not serve it (timeout, no connection, over the caps):
+                # answered now, 503/429 with Retry-After; Strawberry would only run it again.
+                request_id = scope.get("state", {}).get("request_id", "")
+                await error_response(error, request_id)(scope, receive, send)
+                return
             except ZixlyError:
                 answer = None  # Strawberry raises it again, as a proper GraphQL error
             except Exception as exc:
@@ -102,7 +110,8 @@ class CompiledGraphQL:
         )
         bound = await plan.source.bind(ctx, arguments)
         try:
-            async with ctx.session() as session:
+            report = plan.source.field in REPORT_FIELDS
+            async with ctx.report_session() if report else ctx.session() as session:
                 rows = (await session.execute(plan.select(bound), bound.params)).all()
             # As the request boundary does; before rendering, to free the connection sooner.
             await ctx.uow.finish(commit=True)
