@@ -196,7 +196,8 @@ class TokenVerifier:
     def _validate_claims(
         self, claims: dict[str, Any], issuer: str | None, audience: str | None
     ) -> None:
-        options: dict[str, Any] = {"exp": {"essential": True}}
+        # exp and iat are both required: the lifetime (exp - iat) is bounded below.
+        options: dict[str, Any] = {"exp": {"essential": True}, "iat": {"essential": True}}
         if issuer:
             options["iss"] = {"essential": True, "value": issuer}
         if audience:
@@ -217,6 +218,12 @@ class TokenVerifier:
             raise AuthenticationError(f"token claim is invalid: {exc}") from exc
         except JoseError as exc:
             raise AuthenticationError(f"invalid token: {exc.description or exc.error}") from exc
+        lifetime = claims["exp"] - claims["iat"]
+        maximum = self.settings.jwt_max_lifetime_seconds
+        if lifetime > maximum:
+            raise AuthenticationError(
+                f"token lifetime (exp - iat) of {lifetime:.0f}s exceeds the maximum of {maximum}s"
+            )
 
 
 def _check_external_settings(settings: Settings) -> None:
