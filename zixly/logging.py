@@ -66,6 +66,17 @@ def redact_processor(
 _BRIDGE = "zixly"  # the name of our handler on the standard library's root logger
 
 
+class _CurrentStderr:
+    """Standard error as it is when a line is written (not when logging was configured:
+    test runners and daemons replace ``sys.stderr``)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | None = None) -> None:
     """Configure structlog; lines go to ``stream`` (default: standard error).
 
@@ -84,7 +95,7 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | N
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    output = stream or sys.stderr
+    output: Any = stream or _CurrentStderr()
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, redact_processor, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -6,7 +6,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from zixly.auth.principal import Principal, Role
-from zixly.auth.verifier import TokenVerifier, claim
+from zixly.auth.verifier import RefusedClaims, TokenVerifier, claim
 from zixly.db.session import Database, Scope, UnitOfWork
 from zixly.errors import AuthenticationError, ForbiddenError, UnavailableError
 from zixly.settings import Settings
@@ -65,10 +65,10 @@ class Authenticator:
         claims = await self.verifier.verify(bearer_token(authorization))
         email = claim(claims, self.settings.email_claim)
         if not isinstance(email, str) or "@" not in email:
-            raise AuthenticationError(f"token has no usable {self.settings.email_claim!r} claim")
+            raise RefusedClaims(f"token has no usable {self.settings.email_claim!r} claim")
         tenant = claim(claims, self.settings.tenant_claim) or tenant_header
         if tenant is not None and not isinstance(tenant, str):
-            raise AuthenticationError("token's tenant claim must be a string")
+            raise RefusedClaims("token's tenant claim must be a string")
         params = {"email": email, "tenant": tenant}
         try:
             if uow is not None:
@@ -80,7 +80,7 @@ class Authenticator:
         except (OperationalError, InterfaceError, OSError) as exc:
             raise UnavailableError("the database is unavailable; try again shortly") from exc
         if row is None:
-            raise AuthenticationError("unknown user: no Zixly account has this email")
+            raise RefusedClaims("unknown user: no Zixly account has this email")
         if tenant is not None and row.tenant_id is None and not row.is_staff:
             raise ForbiddenError("you are not a member of that tenant")
         principal = Principal(
