@@ -34,7 +34,7 @@ HTTP_REQUESTS = Counter(
 RATE_LIMIT_REJECTIONS = Counter(
     "zixly_rate_limit_rejections_total",
     "Requests answered 429, by limit: 'tenant' (requests per tenant) or 'auth_failures' "
-    "(failed authentications per client address).",
+    "(failed authentications per account and address, see zixly.http.guard).",
     ["limit"],
     registry=REGISTRY,
 )
