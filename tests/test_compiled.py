@@ -599,7 +599,7 @@ async def test_invalid_documents_are_strawberrys(
 
 
 async def test_records_the_operation_latency(client: httpx.AsyncClient, arranged: Arranged) -> None:
-    labels = {"operation": "CompiledLatency", "type": "query"}
+    labels = {"root_field": "clients", "type": "query"}
 
     def observed() -> float:
         return (

@@ -112,7 +112,8 @@ async def test_metrics(
     assert response.headers["content-type"].startswith("text/plain; version=")
 
     latency = ("zixly_graphql_request_duration_seconds_count",)
-    probe = {"operation": "OpsProbe", "type": "query"}
+    # Labelled by the schema's root field, never by the client's operation name.
+    probe = {"root_field": "me", "type": "query"}
     before = await sample(client, *latency, **probe)
     await gql(client, "query OpsProbe { me { email } }", headers=headers)
     await gql(client, "query OpsProbe { me { email } }", headers=headers)
@@ -122,22 +123,22 @@ async def test_metrics(
     ) == (before + 2)
 
     errors = ("zixly_graphql_errors_total",)
-    bad = {"operation": "OpsBad", "code": "VALIDATION_ERROR"}
+    bad = {"root_field": "clients", "code": "VALIDATION_ERROR"}
     before = await sample(client, *errors, **bad)
     await gql(client, "query OpsBad { clients(first: 0) { nodes { id } } }", headers=headers)
     assert await sample(client, *errors, **bad) == before + 1
 
     # A masked unexpected error is counted under INTERNAL, its code on the wire.
-    internal = {"operation": "OpsBroken", "code": "INTERNAL"}
+    internal = {"root_field": "clients", "code": "INTERNAL"}
     before = await sample(client, *errors, **internal)
     async with app_with_broken_data_path(services, owner) as broken:
         await gql(broken, "query OpsBroken { clients { nodes { id } } }", headers=headers)
     assert await sample(client, *errors, **internal) == before + 1
 
-    # Operation names are client-chosen: anything not a GraphQL name is one label.
-    before = await sample(client, *latency, operation="anonymous", type="query")
-    await gql(client, "{ me { email } }", headers=headers)
-    assert await sample(client, *latency, operation="anonymous", type="query") == before + 1
+    # Several root fields in one operation are one label.
+    before = await sample(client, *latency, root_field="multiple", type="query")
+    await gql(client, "{ me { email } clients { nodes { id } } }", headers=headers)
+    assert await sample(client, *latency, root_field="multiple", type="query") == before + 1
 
     rejected = ("zixly_rate_limit_rejections_total",)
     before = await sample(client, *rejected, limit="tenant")

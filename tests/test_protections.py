@@ -24,7 +24,7 @@ from tests.conftest import (
 )
 from zixly.db.session import Scope
 from zixly.embedded import Endpoints
-from zixly.http.guard import AUTH_FAILURES_PER_WINDOW
+from zixly.http.guard import ADDRESS_FAILURES_PER_WINDOW, AUTH_FAILURES_PER_WINDOW
 from zixly.services import Services
 from zixly.settings import Settings
 
@@ -111,20 +111,22 @@ async def test_failed_authentications_are_throttled_per_address(
         other_app(endpoints, settings, address="192.0.2.77") as (_, guesser),
         other_app(endpoints, settings, address="192.0.2.78") as (_, neighbour),
     ):
-        for _ in range(AUTH_FAILURES_PER_WINDOW):
+        # A token naming no account is charged to the address (see tests/test_edges.py
+        # for tokens that name one).
+        for _ in range(ADDRESS_FAILURES_PER_WINDOW):
             response = await guesser.post("/graphql", json={"query": ME}, headers=guess)
             assert response.status_code == 401
         response = await guesser.post("/graphql", json={"query": ME}, headers=guess)
         assert response.status_code == 429
         error = response.json()["errors"][0]
         assert error["extensions"]["code"] == "RATE_LIMITED"
-        assert error["message"].startswith("too many failed authentications from this address")
+        assert error["message"].startswith("too many failed authentications with these credentials")
         assert 1 <= int(response.headers["retry-after"]) <= 60
-        # While throttled even a valid token is refused unchecked: a guess cannot succeed.
+        # A valid token from the same address (another customer behind the NAT) still works.
         response = await guesser.post(
             "/graphql", json={"query": ME}, headers=world.headers(tenant.viewer)
         )
-        assert response.status_code == 429
+        assert response.status_code == 200
         # Another address is not affected.
         response = await neighbour.post(
             "/graphql", json={"query": ME}, headers=world.headers(tenant.viewer)

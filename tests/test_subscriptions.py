@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -222,12 +223,17 @@ async def test_websocket_auth_failures_count_against_the_address(
     async with other_app(endpoints, settings, redis_url=_redis_db(endpoints, 5)) as (built, _):
         await built.guard.redis.flushdb()
         async with served(built) as url:
+            # Expired tokens of one account: charged to that account from this address.
+            expired = world.token(tenant.editor, now=int(time.time()) - 7200, ttl_seconds=3600)
             for _ in range(AUTH_FAILURES_PER_WINDOW):
-                async with connected_raw(url, {"Authorization": "Bearer not-a-jwt"}) as code:
+                async with connected_raw(url, {"Authorization": f"Bearer {expired}"}) as code:
                     assert code == 4403
-            # Now even a valid token is refused from this address until the window passes.
-            async with connected_raw(url, world.headers(tenant.viewer)) as code:
+            # Now that account is refused from this address until the window passes, even
+            # with a valid token; another account from the same address is not.
+            async with connected_raw(url, world.headers(tenant.editor)) as code:
                 assert code == 4403
+            async with connected_raw(url, world.headers(tenant.viewer)) as code:
+                assert code is None
 
 
 async def test_websocket_connections_count_against_the_tenant_rate_limit(

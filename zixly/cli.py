@@ -124,7 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     token = sub.add_parser("token", help="mint a dev token (HS256, Zixly's own key)")
     token.add_argument("--email", required=True)
     token.add_argument("--tenant", default=None, help="tenant slug or id")
-    token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds")
+    token.add_argument(
+        "--ttl",
+        type=int,
+        default=None,
+        help="lifetime in seconds (at most ZIXLY_JWT_MAX_LIFETIME_SECONDS)",
+    )
     token.set_defaults(func=_cmd_token)
 
     db = sub.add_parser("db", help="database maintenance")

@@ -13,7 +13,7 @@ import asyncpg
 import uvicorn
 from rich.console import Console
 
-from zixly.auth.tokens import load_signing_secret, mint_token
+from zixly.auth.tokens import checked_ttl, load_signing_secret, mint_token
 from zixly.db.bootstrap import assert_application_role_is_safe
 from zixly.db.migrate import upgrade
 from zixly.db.session import staff_database_url
@@ -96,6 +96,7 @@ async def prepare_database(
 
 
 async def mint_for(settings: Settings, email: str, tenant: str | None, ttl: int | None) -> str:
+    checked_ttl(settings, ttl)  # before starting anything
     async with running_stack(settings) as found:
         conn = await asyncpg.connect(_dsn(found.database_url))
         try:
@@ -201,6 +202,7 @@ async def _serve(
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        log_config=None,  # uvicorn's loggers go through ours (JSON, redacted)
         lifespan="on",
         ws="websockets-sansio",
     )

@@ -17,6 +17,15 @@ _BEARER = re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
 _URL_PASSWORD = re.compile(r"(?<=://)([^:/@\s]+):([^@/\s]+)@")
 _INGEST_TOKEN = re.compile(r"zik_[A-Za-z0-9_-]{20,}")  # zixly.ingest.tokens
+# Parameter values inside exception messages, which hide_parameters does not reach:
+# asyncpg's "invalid input for query argument $1: 'value' (reason)", PostgreSQL's
+# 'invalid input syntax for type uuid: "value"', graphql-core's "Variable '$x' got
+# invalid value 'value'; reason" (the reason is kept, the value goes).
+_QUERY_ARGUMENT = re.compile(r"(?m)(query argument \$\d+: ).*?( \([^()\n]*\))?$")
+_PG_INPUT = re.compile(r'((?:for type|value for enum) [\w ."]+: )"[^"\n]*"')
+_GRAPHQL_VALUE = re.compile(
+    r"(?m)(got invalid value |cannot represent [\w -]*value: ).*?(?=; |$| at ')"
+)
 REDACTED = "[redacted]"
 
 
@@ -24,6 +33,9 @@ def redact_text(text: str) -> str:
     text = _BEARER.sub("Bearer " + REDACTED, text)
     text = _JWT.sub(REDACTED, text)
     text = _INGEST_TOKEN.sub(REDACTED, text)
+    text = _QUERY_ARGUMENT.sub(lambda m: m[1] + REDACTED + (m[2] or ""), text)
+    text = _PG_INPUT.sub(r"\1" + REDACTED, text)
+    text = _GRAPHQL_VALUE.sub(r"\1" + REDACTED, text)
     return _URL_PASSWORD.sub(r"\1:" + REDACTED + "@", text)
 
 
@@ -51,24 +63,68 @@ def redact_processor(
     return event_dict
 
 
+_BRIDGE = "zixly"  # the name of our handler on the standard library's root logger
+
+
+class _CurrentStderr:
+    """Standard error as it is when a line is written (not when logging was configured:
+    test runners and daemons replace ``sys.stderr``)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | None = None) -> None:
-    """Configure structlog; lines go to ``stream`` (default: standard error)."""
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    """Configure structlog; lines go to ``stream`` (default: standard error).
+
+    The standard library's loggers (uvicorn, strawberry, SQLAlchemy, httpx) are routed
+    through the same redaction and renderer, so nothing reaches the output unredacted.
+    Tracebacks are rendered as plain text: never with local variables (which hold tokens,
+    passwords and query parameters), whichever renderer is in use.
+    """
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if json
+        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    output: Any = stream or _CurrentStderr()
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redact_processor,
-            renderer,
-        ],
+        processors=[*shared, structlog.processors.format_exc_info, redact_processor, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=output),
         cache_logger_on_first_use=False,
     )
+    handler = logging.StreamHandler(output)
+    handler.set_name(_BRIDGE)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact_processor,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _BRIDGE]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    # GraphQL errors are the client's (answered with their code) or logged once, with the
+    # request id, by MaskUnexpectedErrors; strawberry's own copy of each (with the
+    # client's values and a traceback) is not wanted.
+    logging.getLogger("strawberry.execution").setLevel(logging.CRITICAL)
 
 
 def get_logger(name: str = "zixly") -> Any:

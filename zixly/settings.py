@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -152,6 +152,32 @@ class Settings(BaseSettings):
         default="zixly_tenant",
         description="Claim (dotted path allowed, e.g. app_metadata.tenant_id) selecting the "
         "tenant; else the X-Zixly-Tenant header; else the user's only membership.",
+    )
+
+    # --- exposure at the edges: token lifetime, schema disclosure, metrics access ----
+    jwt_max_lifetime_seconds: int = Field(
+        default=24 * 3600,
+        ge=60,
+        le=30 * 24 * 3600,
+        description="Longest lifetime (exp - iat) a token may have, Zixly's own and external "
+        "issuers' alike; tokens without exp or iat are refused. `zixly token --ttl` and "
+        "jwt_ttl_seconds may not exceed it.",
+    )
+    graphql_introspection: bool | None = Field(
+        default=None,
+        description="Answer introspection (__schema, __type). Unset: on in development (the "
+        "embedded database, i.e. `zixly dev` without ZIXLY_DATABASE_URL), off otherwise.",
+    )
+    graphql_suggestions: bool | None = Field(
+        default=None,
+        description="'Did you mean ...?' suggestions in GraphQL error messages. Unset: on in "
+        "development, off otherwise.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token Prometheus sends to GET /metrics (scrape config "
+        "`authorization: {credentials: ...}`). Unset: /metrics is open in development and "
+        "answers 404 otherwise.",
     )
 
     # --- protections -----------------------------------------------------------
@@ -324,6 +350,31 @@ class Settings(BaseSettings):
     @property
     def embedded_database(self) -> bool:
         return self.database_url is None
+
+    @property
+    def development(self) -> bool:
+        """The embedded stack (``zixly dev`` without an external database): a developer's
+        machine, never a deployment."""
+        return self.embedded_database
+
+    @property
+    def introspection_enabled(self) -> bool:
+        return (
+            self.development if self.graphql_introspection is None else self.graphql_introspection
+        )
+
+    @property
+    def suggestions_enabled(self) -> bool:
+        return self.development if self.graphql_suggestions is None else self.graphql_suggestions
+
+    @model_validator(mode="after")
+    def _ttl_within_max_lifetime(self) -> Settings:
+        if self.jwt_ttl_seconds > self.jwt_max_lifetime_seconds:
+            raise ValueError(
+                f"ZIXLY_JWT_TTL_SECONDS ({self.jwt_ttl_seconds}) exceeds "
+                f"ZIXLY_JWT_MAX_LIFETIME_SECONDS ({self.jwt_max_lifetime_seconds})"
+            )
+        return self
 
     @property
     def embedded_redis(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from zixly.auth.principal import Principal, Role
-from zixly.auth.verifier import TokenVerifier, claim
+from zixly.auth.verifier import RefusedClaims, TokenVerifier, claim
 from zixly.db.session import Database, Scope, UnitOfWork
 from zixly.errors import AuthenticationError, ForbiddenError
 from zixly.outages import typed_outages
@@ -65,10 +65,10 @@ class Authenticator:
         claims = await self.verifier.verify(bearer_token(authorization))
         email = claim(claims, self.settings.email_claim)
         if not isinstance(email, str) or "@" not in email:
-            raise AuthenticationError(f"token has no usable {self.settings.email_claim!r} claim")
+            raise RefusedClaims(f"token has no usable {self.settings.email_claim!r} claim")
         tenant = claim(claims, self.settings.tenant_claim) or tenant_header
         if tenant is not None and not isinstance(tenant, str):
-            raise AuthenticationError("token's tenant claim must be a string")
+            raise RefusedClaims("token's tenant claim must be a string")
         params = {"email": email, "tenant": tenant}
         with typed_outages():  # database down, no connection free: 503, Retry-After
             if uow is not None:
@@ -78,7 +78,7 @@ class Authenticator:
                 async with self.db.transaction(Scope.system()) as session:
                     row = (await session.execute(_LOOKUP, params)).first()
         if row is None:
-            raise AuthenticationError("unknown user: no Zixly account has this email")
+            raise RefusedClaims("unknown user: no Zixly account has this email")
         if tenant is not None and row.tenant_id is None and not row.is_staff:
             raise ForbiddenError("you are not a member of that tenant")
         principal = Principal(

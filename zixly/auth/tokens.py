@@ -10,6 +10,7 @@ from pathlib import Path
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
+from zixly.errors import ValidationError
 from zixly.settings import Settings
 
 MIN_SECRET_BYTES = 32
@@ -33,6 +34,18 @@ def load_signing_secret(settings: Settings) -> bytes:
     return secret
 
 
+def checked_ttl(settings: Settings, ttl_seconds: int | None) -> int:
+    """The lifetime a new token gets; never more than the verifier accepts."""
+    ttl = ttl_seconds if ttl_seconds is not None else settings.jwt_ttl_seconds
+    if not 0 < ttl <= settings.jwt_max_lifetime_seconds:
+        raise ValidationError(
+            f"a token lifetime must be between 1 and {settings.jwt_max_lifetime_seconds}s "
+            f"(ZIXLY_JWT_MAX_LIFETIME_SECONDS), not {ttl}s",
+            field="ttl",
+        )
+    return ttl
+
+
 def mint_token(
     settings: Settings,
     secret: bytes,
@@ -44,6 +57,7 @@ def mint_token(
     now: int | None = None,
 ) -> str:
     issued = int(time.time()) if now is None else now
+    ttl = checked_ttl(settings, ttl_seconds)
     claims: dict[str, object] = {
         "iss": settings.jwt_issuer,
         "aud": settings.jwt_audience,
@@ -51,7 +65,7 @@ def mint_token(
         settings.email_claim: email,
         "iat": issued,
         "nbf": issued,
-        "exp": issued + (ttl_seconds if ttl_seconds is not None else settings.jwt_ttl_seconds),
+        "exp": issued + ttl,
         "jti": secrets.token_hex(8),
     }
     if tenant is not None:

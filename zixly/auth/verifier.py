@@ -36,6 +36,12 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 )
 
 
+class RefusedClaims(AuthenticationError):
+    """A token whose signature verified, refused for its claims (expired, too long-lived,
+    wrong issuer or audience, no such user): genuinely the named account's token, which is
+    what the per-account failure limit counts (zixly.http.guard)."""
+
+
 class JwksCache:
     """The issuer's key set, fetched lazily and kept for ``ttl`` seconds.
 
@@ -196,7 +202,8 @@ class TokenVerifier:
     def _validate_claims(
         self, claims: dict[str, Any], issuer: str | None, audience: str | None
     ) -> None:
-        options: dict[str, Any] = {"exp": {"essential": True}}
+        # exp and iat are both required: the lifetime (exp - iat) is bounded below.
+        options: dict[str, Any] = {"exp": {"essential": True}, "iat": {"essential": True}}
         if issuer:
             options["iss"] = {"essential": True, "value": issuer}
         if audience:
@@ -205,18 +212,24 @@ class TokenVerifier:
         try:
             registry.validate(claims)
         except ExpiredTokenError as exc:
-            raise AuthenticationError("token expired") from exc
+            raise RefusedClaims("token expired") from exc
         except MissingClaimError as exc:
-            raise AuthenticationError(f"token is missing a required claim: {exc}") from exc
+            raise RefusedClaims(f"token is missing a required claim: {exc.claim!r}") from exc
         except InvalidClaimError as exc:
             claim = getattr(exc, "claim", "")
             if claim == "aud":
-                raise AuthenticationError("token has the wrong audience") from exc
+                raise RefusedClaims("token has the wrong audience") from exc
             if claim == "iss":
-                raise AuthenticationError("token has the wrong issuer") from exc
-            raise AuthenticationError(f"token claim is invalid: {exc}") from exc
+                raise RefusedClaims("token has the wrong issuer") from exc
+            raise RefusedClaims(f"token claim is invalid: {exc}") from exc
         except JoseError as exc:
-            raise AuthenticationError(f"invalid token: {exc.description or exc.error}") from exc
+            raise RefusedClaims(f"invalid token: {exc.description or exc.error}") from exc
+        lifetime = claims["exp"] - claims["iat"]
+        maximum = self.settings.jwt_max_lifetime_seconds
+        if lifetime > maximum:
+            raise RefusedClaims(
+                f"token lifetime (exp - iat) of {lifetime:.0f}s exceeds the maximum of {maximum}s"
+            )
 
 
 def _check_external_settings(settings: Settings) -> None:

@@ -15,7 +15,7 @@ from zixly.errors import (
     UnavailableError,
     ZixlyError,
 )
-from zixly.http.metrics import GRAPHQL_ERRORS, GRAPHQL_LATENCY, operation_label
+from zixly.http.metrics import GRAPHQL_ERRORS, GRAPHQL_LATENCY, root_field_label
 from zixly.logging import get_logger
 from zixly.outages import unavailable
 
@@ -126,7 +126,7 @@ class OperationMetrics(SchemaExtension):
         started = time.perf_counter()
         yield
         ec = self.execution_context
-        name = operation_label(ec.operation_name)
+        name = root_field_label(ec.schema._schema, ec.graphql_document, ec.operation_name)
         try:
             kind = ec.operation_type.value
         except (RuntimeError, AttributeError):

@@ -29,6 +29,7 @@ from zixly.graphql.api.members import MemberMutation, MemberQuery
 from zixly.graphql.api.metrics import MetricsMutation, MetricsQuery
 from zixly.graphql.api.subscriptions import Subscription
 from zixly.graphql.api.tenants import TenantMutation, TenantQuery
+from zixly.graphql.disclosure import disclosure_extensions
 from zixly.graphql.extensions import (
     MaskUnexpectedErrors,
     OperationMetrics,
@@ -106,5 +107,6 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
             lambda: ParserCache(maxsize=cache_size),
             lambda: ValidationCache(maxsize=cache_size),
+            *disclosure_extensions(settings),
         ],
     )

@@ -75,22 +75,23 @@ class ZixlyGraphQL(GraphQL[Context, None]):
         guard = self.services.guard
         client = getattr(context.request, "client", None)
         address = client.host if client else "unknown"
-        if await guard.address_blocked(address) is not None:
+        params = context.connection_params or {}
+        authorization = params.get("Authorization") or params.get("authorization")
+        credential = authorization if isinstance(authorization, str) else None
+        if await guard.address_blocked(address, credential) is not None:
             guard.rejected("auth_failures", address)
             raise ConnectionRejectionError(
                 {"message": "too many failed authentications", "code": "RATE_LIMITED"}
             )
-        params = context.connection_params or {}
-        authorization = params.get("Authorization") or params.get("authorization")
         tenant = params.get("X-Zixly-Tenant") or params.get("x-zixly-tenant")
         try:
             principal = await self.services.authenticator.authenticate(
-                authorization if isinstance(authorization, str) else None,
+                credential,
                 tenant if isinstance(tenant, str) else None,
             )
         except ZixlyError as error:
             if isinstance(error, AuthenticationError):
-                await guard.record_auth_failure(address)
+                await guard.record_auth_failure(address, credential, error)
             retry_after = error.headers().get("Retry-After")
             if retry_after is not None:  # the database is down: not a refusal, come back later
                 context.request.scope.setdefault("state", {})[CLOSE_WITH] = (

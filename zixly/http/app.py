@@ -23,11 +23,12 @@ from zixly.http.editor_proxy import editor_mount
 from zixly.http.export import export_financials_csv
 from zixly.http.ingest import PREFIX as INGEST_PREFIX
 from zixly.http.ingest import ingest_mount
-from zixly.http.metrics import REGISTRY
+from zixly.http.metrics import REGISTRY, metrics_access
 from zixly.http.middleware import (
     AuthRateLimitMiddleware,
     BodyLimitMiddleware,
     RequestContextMiddleware,
+    error_response,
 )
 from zixly.http.oauth_callback import oauth_routes
 from zixly.services import Services
@@ -64,7 +65,12 @@ async def readyz(request: Request) -> Response:
     )
 
 
-async def metrics(_request: Request) -> Response:
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition, for the operator's scraper only (see ``metrics_access``)."""
+    services: Services = request.app.state.services
+    refused = metrics_access(services.settings, request.headers.get("authorization"))
+    if refused is not None:
+        return error_response(refused, request.scope.get("state", {}).get("request_id", ""))
     return PlainTextResponse(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -304,12 +304,12 @@ class EditorProxy:
     ) -> Response:
         guard = self.services.guard
         try:
-            if await guard.address_blocked(address) is not None:
-                raise AuthenticationError("too many failed authentications from this address")
+            if await guard.address_blocked(address, authorization) is not None:
+                raise AuthenticationError("too many failed authentications with these credentials")
             try:
                 principal = await self.services.authenticator.authenticate(authorization, slug)
-            except AuthenticationError:
-                await guard.record_auth_failure(address)
+            except AuthenticationError as error:
+                await guard.record_auth_failure(address, authorization, error)
                 raise
             if principal.tenant_slug != slug:
                 raise ForbiddenError("you are not a member of that tenant")

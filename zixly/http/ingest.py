@@ -212,7 +212,8 @@ class IngestEndpoint:
                 f"the request body is larger than {limit} bytes", max_bytes=limit
             )
         address = request.client.host if request.client else "unknown"
-        blocked = await self.guard.address_blocked(address)
+        authorization = request.headers.get("authorization")
+        blocked = await self.guard.address_blocked(address, authorization)
         if blocked is not None:
             raise _Refused(
                 self._rate_limited(
@@ -220,13 +221,13 @@ class IngestEndpoint:
                     address,
                     blocked,
                     request_id,
-                    "too many failed authentications from this address",
+                    "too many failed authentications with these credentials",
                 )
             )
         try:
-            principal = await self._authenticate(request.headers.get("authorization"))
-        except AuthenticationError:
-            await self.guard.record_auth_failure(address)
+            principal = await self._authenticate(authorization)
+        except AuthenticationError as error:
+            await self.guard.record_auth_failure(address, authorization, error)
             raise
         structlog.contextvars.bind_contextvars(tenant_id=str(principal.tenant_id))
         decision = await self.guard.admit_ingest(f"tenant:{principal.tenant_id}")

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-import re
+import hmac
 
+from graphql import DocumentNode, FieldNode, GraphQLSchema, get_operation_ast
 from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from zixly.errors import AuthenticationError, NotFoundError, ZixlyError
+from zixly.settings import Settings
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 GRAPHQL_LATENCY = Histogram(
     "zixly_graphql_request_duration_seconds",
-    "GraphQL operation latency by operation name.",
-    ["operation", "type"],
+    "GraphQL operation latency by root field (the schema's, never the client's operation name).",
+    ["root_field", "type"],
     registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 GRAPHQL_ERRORS = Counter(
     "zixly_graphql_errors_total",
-    "GraphQL errors returned, by error code.",
-    ["operation", "code"],
+    "GraphQL errors returned, by root field and error code.",
+    ["root_field", "code"],
     registry=REGISTRY,
 )
 HTTP_REQUESTS = Counter(
@@ -30,7 +34,7 @@ HTTP_REQUESTS = Counter(
 RATE_LIMIT_REJECTIONS = Counter(
     "zixly_rate_limit_rejections_total",
     "Requests answered 429, by limit: 'tenant' (requests per tenant) or 'auth_failures' "
-    "(failed authentications per client address).",
+    "(failed authentications per account and address, see zixly.http.guard).",
     ["limit"],
     registry=REGISTRY,
 )
@@ -40,18 +44,49 @@ RATE_LIMIT_UNAVAILABLE = Counter(
     registry=REGISTRY,
 )
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_MAX_OPERATION_LABELS = 200
-_seen_operations: set[str] = set()
+# Root fields of introspection, which are not in the root types' field maps.
+_INTROSPECTION_FIELDS = frozenset({"__schema", "__type"})
 
 
-def operation_label(name: str | None) -> str:
-    """Client-chosen operation names, bounded so they cannot blow up label cardinality."""
-    if not name or not _NAME.match(name):
-        return "anonymous"
-    if name in _seen_operations:
+def root_field_label(
+    schema: GraphQLSchema, document: DocumentNode | None, operation_name: str | None
+) -> str:
+    """The label of an operation: the schema's root field it selects.
+
+    Operation names are client-chosen (they can carry tenant names or anything else a
+    client puts there) and unbounded; root field names come from the schema, so the
+    label set is bounded and the same for every tenant. An operation selecting several
+    root fields (or a fragment at the root) is ``multiple``; a document that does not
+    name one operation of the schema is ``invalid``.
+    """
+    operation = get_operation_ast(document, operation_name) if document is not None else None
+    if operation is None:
+        return "invalid"
+    root = schema.get_root_type(operation.operation)
+    selections = operation.selection_set.selections
+    fields = [selection for selection in selections if isinstance(selection, FieldNode)]
+    if len(fields) != len(selections):  # a fragment at the root
+        return "multiple"
+    names = {field.name.value for field in fields} - {"__typename"}
+    if not names:
+        return "__typename"
+    if len(names) > 1:
+        return "multiple"
+    (name,) = names
+    if name in _INTROSPECTION_FIELDS or (root is not None and name in root.fields):
         return name
-    if len(_seen_operations) >= _MAX_OPERATION_LABELS:
-        return "other"
-    _seen_operations.add(name)
-    return name
+    return "invalid"
+
+
+def metrics_access(settings: Settings, authorization: str | None) -> ZixlyError | None:
+    """Who may read /metrics: the bearer of ``ZIXLY_METRICS_TOKEN`` (Prometheus sends it
+    with ``authorization: {credentials: ...}`` in its scrape config). Without a token the
+    endpoint is open in development and absent (404) otherwise. ``None``: allowed."""
+    if settings.metrics_token is None:
+        if settings.development:
+            return None
+        return NotFoundError("not found: /metrics needs ZIXLY_METRICS_TOKEN to be set")
+    expected = f"Bearer {settings.metrics_token.get_secret_value()}".encode()
+    if not hmac.compare_digest((authorization or "").encode(), expected):
+        return AuthenticationError("/metrics needs 'Authorization: Bearer <ZIXLY_METRICS_TOKEN>'")
+    return None

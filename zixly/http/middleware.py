@@ -204,18 +204,18 @@ class AuthRateLimitMiddleware:
         state: dict[str, Any] = scope.setdefault("state", {})
         request_id = state.get("request_id", "")
         address = (scope.get("client") or ("unknown",))[0]
-        blocked = await self.guard.address_blocked(address)
+        headers = Headers(scope=scope)
+        blocked = await self.guard.address_blocked(address, headers.get("authorization"))
         if blocked is not None:
             await self._reject(
                 request_id,
                 "auth_failures",
                 address,
                 blocked,
-                f"too many failed authentications from this address; retry after "
+                f"too many failed authentications with these credentials; retry after "
                 f"{blocked.retry_after_seconds}s",
             )(scope, receive, send)
             return
-        headers = Headers(scope=scope)
         # The request's one transaction: opened by authentication, used by the route,
         # committed by the GraphQL request boundary; anything left open is rolled back here.
         uow = UnitOfWork(self.services.db, DbScope.system())
@@ -241,7 +241,7 @@ class AuthRateLimitMiddleware:
             )
         except ZixlyError as error:
             if isinstance(error, AuthenticationError):
-                await self.guard.record_auth_failure(address)
+                await self.guard.record_auth_failure(address, headers.get("authorization"), error)
             if error.http_status >= 500:  # an outage, not a bad token: keep the cause
                 log.warning("auth.unavailable", reason=error.message, cause=repr(error.__cause__))
             else:

@@ -28,7 +28,7 @@ from zixly.graphql.compiled.planner import Plan, Planner
 from zixly.graphql.compiled.render import render
 from zixly.graphql.context import build_context
 from zixly.graphql.view import ANONYMOUS, ZixlyGraphQL
-from zixly.http.metrics import GRAPHQL_LATENCY, REGISTRY, operation_label
+from zixly.http.metrics import GRAPHQL_LATENCY, REGISTRY
 from zixly.http.middleware import error_response
 from zixly.logging import get_logger
 
@@ -79,7 +79,7 @@ class CompiledGraphQL:
                 answer = None
             if answer is not None:
                 plan, content = answer
-                GRAPHQL_LATENCY.labels(operation_label(plan.operation_name), "query").observe(
+                GRAPHQL_LATENCY.labels(plan.field_node.name.value, "query").observe(
                     time.perf_counter() - started
                 )
         if answer is None:
