@@ -32,9 +32,9 @@ from zixly.provisioning.bundles import n8n_workflows
 from zixly.provisioning.control import (
     TenantN8n,
     all_tenants,
-    find_tenant,
     job_queue,
     request_and_enqueue,
+    resolve_tenant,
 )
 from zixly.provisioning.instance_events import InstanceEventMessage, channel, parse_message
 from zixly.provisioning.instances import InstanceRepository, InstanceRow
@@ -66,11 +66,7 @@ class Platform:
 
     async def tenant_id(self, ref: str) -> uuid.UUID:
         """A tenant by id or slug."""
-        async with self.db.transaction(STAFF) as session:
-            found = await find_tenant(session, ref)
-        if found is None:
-            raise NotFoundError(f"no tenant {ref!r}")
-        return found
+        return await resolve_tenant(self.db, ref)
 
 
 @asynccontextmanager

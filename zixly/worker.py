@@ -72,6 +72,7 @@ def build_lifecycle(
     http: httpx.AsyncClient,
     *,
     runtime: InstanceRuntime | None = None,
+    lock_wait: float = 0.0,
 ) -> InstanceLifecycle:
     return InstanceLifecycle(
         db,
@@ -81,6 +82,8 @@ def build_lifecycle(
         http,
         version=settings.n8n_version,
         ready_timeout=settings.n8n_ready_timeout_seconds,
+        lock_ttl=settings.job_lease_seconds,
+        lock_wait=lock_wait,
         ingest_url=settings.ingest_base_url,
         provider_base_urls=settings.provider_base_urls,
     )
@@ -101,7 +104,15 @@ async def startup(ctx: dict[str, Any]) -> None:
         raise ZixlyError("the worker needs a database URL (run it with `zixly worker`)")
     db = Database(create_engine(database_url, settings), settings)
     http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
-    lifecycle = build_lifecycle(settings, db, ctx["redis"], http, runtime=ctx.get("runtime"))
+    # A job waits up to one lease for the tenant's lock: a dead worker's lapses by then.
+    lifecycle = build_lifecycle(
+        settings,
+        db,
+        ctx["redis"],
+        http,
+        runtime=ctx.get("runtime"),
+        lock_wait=settings.job_lease_seconds,
+    )
     ctx.update(
         db=db,
         http=http,
@@ -221,13 +232,15 @@ def run_worker(settings: Settings) -> int:
     return 0
 
 
-def reconcile_once(settings: Settings, only: list[uuid.UUID] | None = None) -> dict[str, Any]:
-    """``zixly reconcile``: one reconciler pass without a worker; returns its report."""
+def reconcile_once(settings: Settings, only: list[str] | None = None) -> dict[str, Any]:
+    """``zixly reconcile``: one reconciler pass without a worker; returns its report.
+    ``only``: tenants by id or slug (an unknown one is NOT_FOUND before anything runs)."""
     import asyncio
 
     from redis.asyncio import Redis
 
     from zixly.devserver import running_stack
+    from zixly.provisioning.control import resolve_tenant
 
     configure_logging(settings.log_level, settings.log_json)
 
@@ -237,8 +250,9 @@ def reconcile_once(settings: Settings, only: list[uuid.UUID] | None = None) -> d
             redis = Redis.from_url(endpoints.redis_url)
             http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
             try:
+                tenants = None if only is None else [await resolve_tenant(db, t) for t in only]
                 lifecycle = build_lifecycle(settings, db, redis, http)
-                report = await build_reconciler(settings, lifecycle).run(only=only)
+                report = await build_reconciler(settings, lifecycle).run(only=tenants)
                 return report.as_dict()
             finally:
                 await http.aclose()

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zixly.crypto import Keyring
 from zixly.db.session import Database
+from zixly.domain.tenants import SLUG_PATTERN
 from zixly.errors import NotFoundError, UnavailableError
 from zixly.provisioning import bundles, jobs
 from zixly.provisioning.errors import N8nError
@@ -170,10 +171,22 @@ async def find_tenant(session: AsyncSession, ref: str) -> uuid.UUID | None:
     try:
         condition = TENANTS.c.id == uuid.UUID(ref)
     except ValueError:
+        if not SLUG_PATTERN.fullmatch(ref):  # no slug looks like it (NUL, spaces...)
+            return None
         condition = TENANTS.c.slug == ref
     found: uuid.UUID | None = (
         await session.execute(select(TENANTS.c.id).where(condition))
     ).scalar_one_or_none()
+    return found
+
+
+async def resolve_tenant(db: Database, ref: str) -> uuid.UUID:
+    """What every command does with its tenant argument: an id or a slug, else NOT_FOUND
+    (the CLI prints it and exits 2)."""
+    async with db.transaction(STAFF) as session:
+        found = await find_tenant(session, ref)
+    if found is None:
+        raise NotFoundError(f"no tenant {ref!r}", field="tenant")
     return found
 
 

@@ -82,6 +82,7 @@ from zixly.provisioning.instances import (
     provision_progress,
 )
 from zixly.provisioning.n8n_client import N8nClient
+from zixly.provisioning.preconditions import VersionUnavailableError, ensure_version_runs
 from zixly.provisioning.runtime import (
     InstanceHandle,
     InstanceRuntime,
@@ -405,6 +406,8 @@ class InstanceLifecycle:
             )
         if operation in (Operation.UPGRADE, Operation.DEPLOY_TEMPLATES) and not row.provisioned:
             raise ConflictError(f"cannot {operation.value} an instance still being provisioned")
+        if operation is Operation.UPGRADE and version is not None and version != row.version:
+            await ensure_version_runs(self.runtime, version)  # before anything is stopped
         values: dict[str, Any] = {}
         if desired is not row.desired_state:
             values["desired_state"] = desired
@@ -736,6 +739,17 @@ class InstanceLifecycle:
         handle = handle_of(row)
         if handle is None:
             raise ZixlyError("the instance has no runtime handle to upgrade")
+        if row.actual_state is not ActualState.UPGRADING:
+            try:  # checked again: the request may be older than what the runtime has now
+                await ensure_version_runs(self.runtime, new)
+            except VersionUnavailableError as exc:
+                message = f"upgrade to {new} refused, still running {old}: {describe(exc)}"
+                return await self._write(
+                    row,
+                    event=(EventKind.ERROR, message, None),
+                    target_version=None,
+                    last_error=message[:_ERROR_LIMIT],
+                )
         if row.actual_state is not ActualState.UPGRADING:
             row = await self._transition(
                 row, ActualState.UPGRADING, f"upgrading {old} -> {new}", details={"to": new}
