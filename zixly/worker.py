@@ -27,6 +27,7 @@ from zixly.keys import ROTATION_JOB, ROTATION_TIMEOUT_SECONDS, rotate_encryption
 from zixly.logging import configure_logging, get_logger
 from zixly.monitor.jobs import MONITOR_JOB, MONITOR_TIMEOUT_SECONDS, monitor_sync_health
 from zixly.provisioning import jobs
+from zixly.provisioning.final_exports import PURGE_JOB, purge_final_exports
 from zixly.provisioning.lifecycle import InstanceLifecycle
 from zixly.provisioning.process_runtime import ProcessRuntime
 from zixly.provisioning.reconciler import Reconciler
@@ -157,6 +158,17 @@ class WorkerSettings:
         func(sync_integration, name=SYNC_JOB, keep_result=0, max_tries=jobs.MAX_TRIES),
     ]
     cron_jobs = [
+        # Final exports past ZIXLY_FINAL_EXPORT_RETENTION_DAYS, daily.
+        cron(
+            purge_final_exports,
+            name=PURGE_JOB,
+            hour=3,
+            minute=17,
+            second=0,
+            unique=True,
+            keep_result=0,
+            max_tries=1,
+        ),
         cron(
             jobs.reconcile_instances,
             name="reconcile_instances",

@@ -45,8 +45,8 @@ class Workers:
         self.started: list[subprocess.Popen[bytes]] = []
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
-        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        process = subprocess.Popen(  # noqa: S603 - fixed argv
+        log = open(self.logs / f"{name}.log", "wb")
+        process = subprocess.Popen(
             [sys.executable, "-m", "tests.provisioning.worker_process"],
             cwd=ROOT,
             env=self.environ,

@@ -40,6 +40,7 @@ from zixly.provisioning.instances import TENANTS, ActualState, InstanceRepositor
 from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle, Operation, Template
 from zixly.provisioning.n8n_client import N8nClient
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField
+from zixly.provisioning.templates import plan_templates
 from zixly.worker import deserialize, serialize
 
 # The arguments each operation's job takes besides the tenant id.
@@ -69,10 +70,14 @@ async def request_and_enqueue(
     *,
     version: str | None = None,
     templates: Sequence[Template] | None = None,
+    plan_defaults: bool = False,
 ) -> tuple[InstanceRow, Job | None]:
     """Record ``operation`` in ``transaction``; after its commit, publish the event and
-    enqueue the job (None: the same job is already queued or running)."""
+    enqueue the job (None: the same job is already queued or running). ``plan_defaults``:
+    a provision without templates deploys the plan's (``provision_templates``)."""
     async with transaction as session:
+        if operation is Operation.PROVISION and plan_defaults:
+            templates = await provision_templates(session, tenant_id, templates)
         row, record = await lifecycle.request_in(
             session, tenant_id, operation, version=version, templates=templates
         )
@@ -83,6 +88,20 @@ async def request_and_enqueue(
         name: given[name] for name in JOB_ARGUMENTS.get(operation, ()) if given[name] is not None
     }
     return row, await jobs.enqueue(queue, operation, tenant_id, **arguments)
+
+
+async def provision_templates(
+    session: AsyncSession, tenant_id: uuid.UUID, templates: Sequence[Template] | None
+) -> Sequence[Template] | None:
+    """What a provision request deploys: the templates named; when none are named, for a
+    tenant without a live instance its plan's default templates (an instance already there
+    keeps its own). Naming an empty list asks for none."""
+    if templates is not None:
+        return templates
+    row = await InstanceRepository(session).get(tenant_id)
+    if row is not None and row.actual_state is not ActualState.DEPROVISIONED:
+        return None
+    return await plan_templates(session, tenant_id)
 
 
 @dataclass(frozen=True)

@@ -281,7 +281,9 @@ class DockerRuntime(ThreadedRuntime):
         except RuntimeFailure as exc:
             return exc.message
         except docker.errors.APIError as exc:
-            return f"image {self.image.format(version=version)} could not be pulled ({_explain(exc)})"
+            return (
+                f"image {self.image.format(version=version)} could not be pulled ({_explain(exc)})"
+            )
         return None
 
     def _ensure_image(self, version: str) -> str:

@@ -173,7 +173,9 @@ async def resume_instance(ctx: dict[str, Any], tenant_id: str) -> JobResult:
 
 
 async def upgrade_instance(ctx: dict[str, Any], tenant_id: str, version: str) -> JobResult:
-    return await _run(ctx, tenant_id, lambda: _lifecycle(ctx).upgrade(uuid.UUID(tenant_id), version))
+    return await _run(
+        ctx, tenant_id, lambda: _lifecycle(ctx).upgrade(uuid.UUID(tenant_id), version)
+    )
 
 
 async def deploy_instance_templates(

@@ -44,7 +44,9 @@ async def job_lease(ctx: dict[str, Any], seconds: float) -> AsyncIterator[None]:
             try:
                 await redis.pexpire(key, ttl_ms)
             except RedisError as exc:  # the next renewal may succeed; the lock still guards
-                log.warning("job.lease_renewal_failed", job_id=str(job_id), error=type(exc).__name__)
+                log.warning(
+                    "job.lease_renewal_failed", job_id=str(job_id), error=type(exc).__name__
+                )
             await asyncio.sleep(seconds / 3)
 
     task = asyncio.create_task(renew())

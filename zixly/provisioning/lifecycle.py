@@ -62,7 +62,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from zixly.crypto import Keyring
 from zixly.db.session import Database, Scope
 from zixly.errors import ConflictError, NotFoundError, ValidationError, ZixlyError
-from zixly.ingest.instance_tokens import instance_token_issuer
+from zixly.ingest.instance_tokens import instance_token_issuer, revoke_all
 from zixly.logging import get_logger, redact_text
 from zixly.provisioning.bootstrap import BootstrapResult, bootstrap_instance
 from zixly.provisioning.bundles import envelope, export_bundle
@@ -812,6 +812,10 @@ class InstanceLifecycle:
                 )
             await self._publish(record)
             await self._hook(row, Step.EXPORTED)
+        # Nothing may post for the tenant any more (every attempt: it is idempotent). The
+        # instance's API key, owner login and the provider tokens pushed into its credentials
+        # go with its data (runtime.remove) and the row's secrets below.
+        revoked = await revoke_all(self.db, row.tenant_id, reason="deprovisioned")
         if row.step is not Step.REMOVED:
             _attempting.set(Step.REMOVED)
             if handle is not None:
@@ -821,6 +825,7 @@ class InstanceLifecycle:
             row,
             ActualState.DEPROVISIONED,
             "deprovisioned",
+            details={"ingest_tokens_revoked": revoked},
             runtime_handle=None,
             url=None,
             editor_url=None,
