@@ -5,7 +5,9 @@ refuses a job whose id is queued or running, so enqueueing the same operation tw
 it once. Results are not kept (``keep_result=0``), so the same operation can be enqueued
 again once it finished. Each job converges under the tenant's lock; an error that may pass
 (lock busy, n8n or the database unreachable, the row changed meanwhile) retries with
-exponential back-off, anything else fails the job (the row says FAILED and why).
+exponential back-off, anything else fails the job (the row says FAILED and why). A running
+job holds a short lease (zixly.provisioning.lease): if its worker dies, another takes it up
+within the lease, and the retry is recorded with the step it resumes from.
 """
 
 from __future__ import annotations

@@ -30,11 +30,14 @@ Deprovisioning records EXPORTED (the workflows are in ``workflow_exports``) and 
 
 FAILED is not terminal: the next attempt (a job retry, or the reconciler after a back-off)
 converges from the recorded step. A job killed mid-step (worker crash, cancellation) leaves
-the state as it was (PROVISIONING, UPGRADING...) and the reconciler resumes it once the
-tenant's lock has expired.
+the state as it was (PROVISIONING, UPGRADING...); its arq lease lapses within
+``ZIXLY_JOB_LEASE_SECONDS`` and another worker runs it again from the recorded step
+(zixly.provisioning.lease); the reconciler remains the backstop.
 
 One operation per tenant at a time: a Redis lock with a short TTL that a heartbeat keeps
 alive while the operation runs, so a dead worker's lock lapses within ``lock_ttl`` seconds.
+Deprovisioning also revokes every live ingest token of the tenant. An upgrade checks that the
+new version can run (zixly.provisioning.preconditions) before it stops anything.
 Each step commits on its own (jobs are their own transaction boundary), appends an
 ``instance_events`` row and publishes it on ``zixly:instances:<tenant_id>`` after the commit.
 """
