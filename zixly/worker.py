@@ -91,8 +91,13 @@ def build_lifecycle(
 
 
 def build_reconciler(settings: Settings, lifecycle: InstanceLifecycle) -> Reconciler:
+    # An in-flight row left alone for two leases has no live job (a running one renews its
+    # lease and holds the tenant's lock; a queued one the reconciler may run first, under
+    # that lock, never at the same time), e.g. an in-process CLI operation that was killed.
     return Reconciler(
-        lifecycle, retry_failed_after=timedelta(seconds=settings.reconcile_retry_failed_seconds)
+        lifecycle,
+        retry_failed_after=timedelta(seconds=settings.reconcile_retry_failed_seconds),
+        grace=timedelta(seconds=max(30.0, 2 * settings.job_lease_seconds)),
     )
 
 
