@@ -84,12 +84,10 @@ def _cmd_worker(_args: argparse.Namespace) -> int:
 
 def _cmd_reconcile(args: argparse.Namespace) -> int:
     import json
-    import uuid
 
     from zixly.worker import reconcile_once
 
-    only = [uuid.UUID(t) for t in args.tenant] if args.tenant else None
-    print(json.dumps(reconcile_once(get_settings(), only), indent=2))
+    print(json.dumps(reconcile_once(get_settings(), args.tenant or None), indent=2))
     return 0
 
 
@@ -161,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reconcile", help="compare n8n instances with the database once and repair drift"
     )
     reconcile.add_argument(
-        "--tenant", action="append", default=[], help="only this tenant id (repeatable)"
+        "--tenant", action="append", default=[], help="only this tenant, by slug or id (repeatable)"
     )
     reconcile.set_defaults(func=_cmd_reconcile)
 

@@ -241,6 +241,21 @@ class Settings(BaseSettings):
         ge=0,
         description="The reconciler retries a FAILED instance once its last attempt is older.",
     )
+    # fail-safe operations (issue 16, item 7)
+    job_lease_seconds: float = Field(
+        default=15.0,
+        ge=3,
+        le=600,
+        description="Lease of a running instance job and of the tenant's lock, renewed every "
+        "third of it while the job runs: a job whose worker died is taken up again by "
+        "another worker within this many seconds.",
+    )
+    final_export_retention_days: int = Field(
+        default=30,
+        ge=1,
+        description="How long the workflow export taken at deprovisioning stays retrievable "
+        "(`zixly tenant export --final`, the staff `finalExport` query); then deleted.",
+    )
 
     # --- secrets ---------------------------------------------------------------
     encryption_keys: SecretStr | None = Field(

@@ -1,4 +1,4 @@
-"""``zixly tenant create|list|status|provision|stop|start|upgrade|deprovision|export``.
+"""``zixly tenant create|list|status|provision|stop|start|upgrade|deprovision|export|ingest-token``.
 
 Platform work from a staff terminal, against the configured database and Redis (the
 embedded ones when none is configured). Operations run in this process by default, calling
@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,25 +26,26 @@ from rich.table import Table
 
 from zixly.crypto import Keyring
 from zixly.db.session import Database, create_engine
-from zixly.domain.audit import Actor
 from zixly.domain.tenants import SLUG_PATTERN, create_tenant
 from zixly.errors import NotFoundError, ValidationError
 from zixly.provisioning.bundles import n8n_workflows
 from zixly.provisioning.control import (
     TenantN8n,
     all_tenants,
-    find_tenant,
     job_queue,
+    provision_templates,
     request_and_enqueue,
+    resolve_tenant,
 )
+from zixly.provisioning.final_exports import final_export
 from zixly.provisioning.instance_events import InstanceEventMessage, channel, parse_message
 from zixly.provisioning.instances import InstanceRepository, InstanceRow
-from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle, Operation
+from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle, Operation, Template
 from zixly.provisioning.runtime import InstanceRuntime
 from zixly.settings import Settings, get_settings
+from zixly.tenant_tokens_cli import CLI_ACTOR, add_ingest_token_commands
 from zixly.worker import build_lifecycle
 
-CLI_ACTOR = Actor(tenant_id=None, user_id=None, request_id="cli")
 OPERATIONS = {
     "provision": Operation.PROVISION,
     "stop": Operation.STOP,
@@ -66,11 +68,7 @@ class Platform:
 
     async def tenant_id(self, ref: str) -> uuid.UUID:
         """A tenant by id or slug."""
-        async with self.db.transaction(STAFF) as session:
-            found = await find_tenant(session, ref)
-        if found is None:
-            raise NotFoundError(f"no tenant {ref!r}")
-        return found
+        return await resolve_tenant(self.db, ref)
 
 
 @asynccontextmanager
@@ -118,18 +116,30 @@ def add_tenant_commands(sub: Any, console: Console) -> None:
         if operation in (Operation.PROVISION, Operation.UPGRADE):
             command.add_argument("--version", required=operation is Operation.UPGRADE)
         if operation is Operation.PROVISION:
-            command.add_argument(
-                "--template", action="append", default=[], help="workflow JSON file (repeatable)"
+            chosen = command.add_mutually_exclusive_group()
+            chosen.add_argument(
+                "--template",
+                action="append",
+                default=[],
+                help="workflow JSON file or manifest:<id> (repeatable; default: the plan's "
+                "default templates)",
             )
+            chosen.add_argument("--no-templates", action="store_true", help="deploy no templates")
         command.set_defaults(func=_sync(console, _operate), command=_operate, operation=operation)
 
     export = tsub.add_parser(
         "export", help="write the tenant's workflows to a file `n8n import:workflow` takes"
     )
     export.add_argument("tenant", help="slug or id")
-    export.add_argument("--output", "-o", type=Path, required=True)
+    export.add_argument("--output", "-o", required=True, help="a file, or - for stdout")
     export.add_argument("--id", action="append", default=None, help="only this workflow id")
+    export.add_argument(
+        "--final",
+        action="store_true",
+        help="the export kept from the deprovisioning (while retained), not the live instance",
+    )
     export.set_defaults(func=_sync(console, _export), command=_export)
+    add_ingest_token_commands(tsub, console, _sync)
 
 
 Command = Callable[[Platform, argparse.Namespace, Console], Awaitable[int]]
@@ -206,6 +216,8 @@ async def _operate(p: Platform, args: argparse.Namespace, console: Console) -> i
     lifecycle = p.lifecycle()
     version = getattr(args, "version", None)
     templates = getattr(args, "template", None) or None
+    if getattr(args, "no_templates", False):
+        templates = []
     if args.enqueue:
         row, job = await request_and_enqueue(
             lifecycle,
@@ -215,21 +227,30 @@ async def _operate(p: Platform, args: argparse.Namespace, console: Console) -> i
             operation,
             version=version,
             templates=templates,
+            plan_defaults=True,
         )
         queued = f"job {job.job_id} queued" if job else "the same job is already queued"
         console.print(f"{operation.value} requested; {queued} (run `zixly worker`)")
         _print_row(console, row)
         return 0
-    row = await follow(p.redis, tenant_id, console, _call(lifecycle, operation, tenant_id, args))
+    if operation is Operation.PROVISION:
+        async with p.db.transaction(STAFF) as session:
+            templates = await provision_templates(session, tenant_id, templates)
+    call = _call(lifecycle, operation, tenant_id, args, templates)
+    row = await follow(p.redis, tenant_id, console, call)
     _print_row(console, row)
     return 0 if row.last_error is None else 1
 
 
 def _call(
-    lifecycle: InstanceLifecycle, operation: Operation, tenant_id: uuid.UUID, args: Any
+    lifecycle: InstanceLifecycle,
+    operation: Operation,
+    tenant_id: uuid.UUID,
+    args: Any,
+    templates: Sequence[Template] | None,
 ) -> Awaitable[InstanceRow]:
     if operation is Operation.PROVISION:
-        return lifecycle.provision(tenant_id, version=args.version, templates=args.template or None)
+        return lifecycle.provision(tenant_id, version=args.version, templates=templates)
     if operation is Operation.UPGRADE:
         return lifecycle.upgrade(tenant_id, args.version)
     methods = {
@@ -273,11 +294,28 @@ def progress_line(event: InstanceEventMessage) -> str:
 
 async def _export(p: Platform, args: argparse.Namespace, console: Console) -> int:
     tenant_id = await p.tenant_id(args.tenant)
-    n8n = TenantN8n(p.db, Keyring.from_settings(p.settings), p.http)
-    bundle = await n8n.export(tenant_id, args.id)
-    workflows = n8n_workflows(bundle)
-    args.output.write_text(json.dumps(workflows, indent=2) + "\n")
-    console.print(f"wrote {len(workflows)} workflow(s) to {args.output}")
+    if args.final:
+        async with p.db.transaction(STAFF) as session:
+            kept = await final_export(session, tenant_id, p.settings.final_export_retention_days)
+        if kept is None:
+            raise NotFoundError(f"tenant {args.tenant} has no final export (or it expired)")
+        bundle = kept.bundle
+        ids = set(args.id or [])
+        note = f" (final export of {kept.created_at:%Y-%m-%d %H:%M} UTC, kept until "
+        note += f"{kept.expires_at:%Y-%m-%d %H:%M} UTC)"
+    else:
+        n8n = TenantN8n(p.db, Keyring.from_settings(p.settings), p.http)
+        bundle = await n8n.export(tenant_id, args.id)
+        ids, note = set(), ""
+    workflows = [w for w in n8n_workflows(bundle) if not ids or str(w.get("id")) in ids]
+    text = json.dumps(workflows, indent=2) + "\n"
+    if args.output == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        console.print(f"wrote {len(workflows)} workflow(s) to stdout{note}")
+    else:
+        await asyncio.to_thread(Path(args.output).write_text, text)
+        console.print(f"wrote {len(workflows)} workflow(s) to {args.output}{note}")
     return 0
 
 

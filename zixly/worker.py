@@ -28,6 +28,7 @@ from zixly.logging import configure_logging, get_logger
 from zixly.monitor.jobs import MONITOR_JOB, MONITOR_TIMEOUT_SECONDS, monitor_sync_health
 from zixly.outages import watched
 from zixly.provisioning import jobs
+from zixly.provisioning.final_exports import PURGE_JOB, purge_final_exports
 from zixly.provisioning.lifecycle import InstanceLifecycle
 from zixly.provisioning.process_runtime import ProcessRuntime
 from zixly.provisioning.reconciler import Reconciler
@@ -73,6 +74,7 @@ def build_lifecycle(
     http: httpx.AsyncClient,
     *,
     runtime: InstanceRuntime | None = None,
+    lock_wait: float = 0.0,
 ) -> InstanceLifecycle:
     return InstanceLifecycle(
         db,
@@ -82,14 +84,21 @@ def build_lifecycle(
         http,
         version=settings.n8n_version,
         ready_timeout=settings.n8n_ready_timeout_seconds,
+        lock_ttl=settings.job_lease_seconds,
+        lock_wait=lock_wait,
         ingest_url=settings.ingest_base_url,
         provider_base_urls=settings.provider_base_urls,
     )
 
 
 def build_reconciler(settings: Settings, lifecycle: InstanceLifecycle) -> Reconciler:
+    # An in-flight row left alone for two leases has no live job (a running one renews its
+    # lease and holds the tenant's lock; a queued one the reconciler may run first, under
+    # that lock, never at the same time), e.g. an in-process CLI operation that was killed.
     return Reconciler(
-        lifecycle, retry_failed_after=timedelta(seconds=settings.reconcile_retry_failed_seconds)
+        lifecycle,
+        retry_failed_after=timedelta(seconds=settings.reconcile_retry_failed_seconds),
+        grace=timedelta(seconds=max(30.0, 2 * settings.job_lease_seconds)),
     )
 
 
@@ -102,7 +111,15 @@ async def startup(ctx: dict[str, Any]) -> None:
         raise ZixlyError("the worker needs a database URL (run it with `zixly worker`)")
     db = Database(create_engine(database_url, settings), settings)
     http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
-    lifecycle = build_lifecycle(settings, db, ctx["redis"], http, runtime=ctx.get("runtime"))
+    # A job waits up to one lease for the tenant's lock: a dead worker's lapses by then.
+    lifecycle = build_lifecycle(
+        settings,
+        db,
+        ctx["redis"],
+        http,
+        runtime=ctx.get("runtime"),
+        lock_wait=settings.job_lease_seconds,
+    )
     ctx.update(
         db=db,
         http=http,
@@ -149,6 +166,17 @@ class WorkerSettings:
     # Every cron reports an outage of PostgreSQL or Redis as one outage.started line and
     # one outage.ended line (zixly.outages.watched), not a traceback per tick.
     cron_jobs = [
+        # Final exports past ZIXLY_FINAL_EXPORT_RETENTION_DAYS, daily.
+        cron(
+            purge_final_exports,
+            name=PURGE_JOB,
+            hour=3,
+            minute=17,
+            second=0,
+            unique=True,
+            keep_result=0,
+            max_tries=1,
+        ),
         cron(
             watched(jobs.reconcile_instances),
             name="reconcile_instances",
@@ -224,13 +252,15 @@ def run_worker(settings: Settings) -> int:
     return 0
 
 
-def reconcile_once(settings: Settings, only: list[uuid.UUID] | None = None) -> dict[str, Any]:
-    """``zixly reconcile``: one reconciler pass without a worker; returns its report."""
+def reconcile_once(settings: Settings, only: list[str] | None = None) -> dict[str, Any]:
+    """``zixly reconcile``: one reconciler pass without a worker; returns its report.
+    ``only``: tenants by id or slug (an unknown one is NOT_FOUND before anything runs)."""
     import asyncio
 
     from redis.asyncio import Redis
 
     from zixly.devserver import running_stack
+    from zixly.provisioning.control import resolve_tenant
 
     configure_logging(settings.log_level, settings.log_json)
 
@@ -240,8 +270,9 @@ def reconcile_once(settings: Settings, only: list[uuid.UUID] | None = None) -> d
             redis = Redis.from_url(endpoints.redis_url)
             http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
             try:
+                tenants = None if only is None else [await resolve_tenant(db, t) for t in only]
                 lifecycle = build_lifecycle(settings, db, redis, http)
-                report = await build_reconciler(settings, lifecycle).run(only=only)
+                report = await build_reconciler(settings, lifecycle).run(only=tenants)
                 return report.as_dict()
             finally:
                 await http.aclose()

@@ -45,6 +45,7 @@ from zixly.provisioning.errors import InstanceNotFoundError, N8nUnavailableError
 from zixly.provisioning.instance_events import channel
 from zixly.provisioning.instances import ActualState, DesiredState, Step
 from zixly.provisioning.lifecycle import InstanceBusyError, Operation, handle_of
+from zixly.provisioning.preconditions import VersionUnavailableError
 from zixly.provisioning.process_runtime import ProcessRuntime, installed_only
 from zixly.provisioning.runtime import VERSION_LABEL, RuntimeState
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField, binding
@@ -356,7 +357,7 @@ async def test_failed_upgrades_roll_back_to_the_old_version_with_data_kept(
     before = await (await env.api(alpha.tenant_id)).all_workflows()
     handle = handle_of(await env.row(alpha.tenant_id))
     assert handle is not None
-    for version, reason in ((BROKEN, "exited"), ("9.9.9", "N8N_NOT_INSTALLED")):
+    for version, reason in ((BROKEN, "exited"),):
         row = await lifecycle.upgrade(alpha.tenant_id, version)
         assert (row.actual_state, row.version, row.target_version) == (
             ActualState.RUNNING,
@@ -380,7 +381,45 @@ async def test_failed_upgrades_roll_back_to_the_old_version_with_data_kept(
     assert "this n8n build is broken" in logs  # the broken build did run
     messages = [m for _, _, m in await env.events(alpha.tenant_id)]
     assert f"upgrading {N8N_VERSION} -> {BROKEN}" in messages
-    assert messages.count(f"rolled back to {N8N_VERSION}") == 2
+    assert messages.count(f"rolled back to {N8N_VERSION}") == 1
+
+
+async def test_upgrade_to_a_version_not_installed_is_refused_before_anything_stops(
+    env: LifecycleEnv, alpha: WorkerRun
+) -> None:
+    """Checked at the request (a typed error, nothing recorded) and again when the job runs
+    (a request older than the runtime's state): the instance keeps running untouched."""
+    lifecycle = env.lifecycle()
+    current = await env.row(alpha.tenant_id)
+    handle = handle_of(current)
+    assert handle is not None
+    before = await env.runtime.inspect(handle)
+    events = len(await env.events(alpha.tenant_id))
+    with pytest.raises(VersionUnavailableError) as raised:
+        await lifecycle.upgrade(alpha.tenant_id, "9.9.9")
+    assert raised.value.code == "N8N_VERSION_UNAVAILABLE"
+    assert raised.value.details["field"] == "version"
+    assert len(await env.events(alpha.tenant_id)) == events  # nothing was requested
+
+    await env.owner.execute(  # as if requested while 9.9.9 was still installed
+        "UPDATE n8n_instances SET target_version = '9.9.9' WHERE tenant_id = $1", alpha.tenant_id
+    )
+    row = await lifecycle.converge(alpha.tenant_id)
+    assert (row.actual_state, row.version, row.target_version) == (
+        ActualState.RUNNING,
+        current.version,
+        None,
+    )
+    assert row.last_error is not None
+    assert row.last_error.startswith(f"upgrade to 9.9.9 refused, still running {current.version}")
+    after = await env.runtime.inspect(handle)
+    assert (after.state, after.pid, after.started_at) == (
+        RuntimeState.RUNNING,
+        before.pid,
+        before.started_at,
+    )
+    messages = [m for _, _, m in await env.events(alpha.tenant_id)][events:]
+    assert not [m for m in messages if m.startswith("upgrading")]
 
 
 async def test_upgrade_to_a_healthy_version_switches_and_keeps_data(
@@ -558,6 +597,7 @@ def test_worker_settings_are_explicit() -> None:
         "refresh_expiring_tokens",
         "deliver_alerts_sweep",
         "monitor_sync_health",
+        "purge_final_exports",
     }
     assert all(c.unique for c in crons.values())
     cron_job = crons["reconcile_instances"]

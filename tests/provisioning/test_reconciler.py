@@ -284,7 +284,7 @@ async def test_the_reconcile_command_runs_one_pass(
     args = build_parser().parse_args(["reconcile", "--tenant", str(steady)])
     assert args.tenant == [str(steady)]
     # Its own event loop, connections and runtime object, as from the command line.
-    report = await asyncio.to_thread(reconcile_once, settings, [steady])
+    report = await asyncio.to_thread(reconcile_once, settings, [str(steady)])
     assert report == {"counts": {"ok": 1}, "actions": []}
 
 

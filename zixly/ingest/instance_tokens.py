@@ -35,8 +35,8 @@ from zixly.crypto import Secret
 from zixly.db.models import Tenant
 from zixly.db.session import Database, Scope
 from zixly.domain.audit import Actor, AuditEntry, write_audit
-from zixly.errors import ConflictError, NotFoundError, UnavailableError
-from zixly.ingest.tokens import IngestTokenRepository, IssuedToken
+from zixly.errors import ConflictError, NotFoundError, UnavailableError, ValidationError
+from zixly.ingest.tokens import MAX_NAME_LENGTH, IngestTokenRepository, IssuedToken
 from zixly.logging import get_logger
 
 log = get_logger("zixly.ingest")
@@ -107,9 +107,9 @@ class InstanceTokenRotation:
         self.db = db
         self.push = push
 
-    async def rotate(self, tenant_id: uuid.UUID, actor: Actor) -> Row[Any]:
+    async def rotate(self, tenant_id: uuid.UUID, actor: Actor) -> IssuedToken:
         """Issue a new instance token, put it into the instance, then revoke the old one.
-        Returns the new token's row (never its plaintext)."""
+        Returns the new token (its plaintext only for a caller that shows it once)."""
         async with self.db.transaction(STAFF) as session:
             if await self._tenant_missing(session, tenant_id):
                 raise NotFoundError("no such tenant", field="tenantId")
@@ -145,7 +145,7 @@ class InstanceTokenRotation:
             revoked=len(revoked),
             pushed_to_n8n=pushed,
         )
-        return issued.row
+        return issued
 
     @staticmethod
     async def _tenant_missing(session: AsyncSession, tenant_id: uuid.UUID) -> bool:
@@ -166,3 +166,50 @@ class InstanceTokenRotation:
                 _audit("ingest_token.rotation_failed", issued.row),
                 tenant_id=tenant_id,
             )
+
+
+async def mint_token(db: Database, tenant_id: uuid.UUID, name: str, actor: Actor) -> IssuedToken:
+    """A new live ingest token named ``name`` for a tenant (staff), audited without token
+    material. The instance's own token is rotated (``InstanceTokenRotation``), not minted."""
+    if not name.strip() or len(name) > MAX_NAME_LENGTH or "\x00" in name:
+        raise ValidationError(f"a token name is 1 to {MAX_NAME_LENGTH} characters", field="name")
+    if name == INSTANCE_TOKEN_NAME:
+        raise ValidationError("the instance's token is rotated, not minted", field="name")
+    async with db.transaction(STAFF) as session:
+        if await InstanceTokenRotation._tenant_missing(session, tenant_id):
+            raise NotFoundError("no such tenant", field="tenant")
+        try:
+            async with session.begin_nested():
+                issued = await IngestTokenRepository(session, tenant_id).issue(
+                    name, created_by=actor.user_id
+                )
+        except IntegrityError as exc:  # the live-name index
+            raise ConflictError(f"the tenant has a live token named {name!r}") from exc
+        entry = AuditEntry(
+            "ingest_token.minted",
+            "ingest_token",
+            str(issued.row.id),
+            {"name": name, "prefix": issued.row.prefix},
+        )
+        await write_audit(session, actor, entry, tenant_id=tenant_id)
+    log.info("ingest.token_minted", tenant_id=str(tenant_id), prefix=issued.row.prefix)
+    return issued
+
+
+async def revoke_all(db: Database, tenant_id: uuid.UUID, *, reason: str) -> int:
+    """Revoke every live ingest token of a tenant (deprovisioning: nothing may post for it
+    any more); audited; returns how many."""
+    async with db.transaction(STAFF) as session:
+        tokens = IngestTokenRepository(session, tenant_id)
+        live = await tokens.listing(include_revoked=False, limit=10_000)
+        revoked = await tokens.revoke([row.id for row in live])
+        if revoked:
+            entry = AuditEntry(
+                "ingest_token.revoked_all",
+                "tenant",
+                str(tenant_id),
+                {"reason": reason, "tokens": [str(row.id) for row in revoked]},
+            )
+            await write_audit(session, SYSTEM, entry, tenant_id=tenant_id)
+    log.info("ingest.tokens_revoked", tenant_id=str(tenant_id), reason=reason, revoked=len(revoked))
+    return len(revoked)

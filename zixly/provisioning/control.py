@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zixly.crypto import Keyring
 from zixly.db.session import Database
+from zixly.domain.tenants import SLUG_PATTERN
 from zixly.errors import NotFoundError, UnavailableError
 from zixly.provisioning import bundles, jobs
 from zixly.provisioning.errors import N8nError
@@ -39,6 +40,7 @@ from zixly.provisioning.instances import TENANTS, ActualState, InstanceRepositor
 from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle, Operation, Template
 from zixly.provisioning.n8n_client import N8nClient
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField
+from zixly.provisioning.templates import plan_templates
 from zixly.worker import deserialize, serialize
 
 # The arguments each operation's job takes besides the tenant id.
@@ -68,10 +70,14 @@ async def request_and_enqueue(
     *,
     version: str | None = None,
     templates: Sequence[Template] | None = None,
+    plan_defaults: bool = False,
 ) -> tuple[InstanceRow, Job | None]:
     """Record ``operation`` in ``transaction``; after its commit, publish the event and
-    enqueue the job (None: the same job is already queued or running)."""
+    enqueue the job (None: the same job is already queued or running). ``plan_defaults``:
+    a provision without templates deploys the plan's (``provision_templates``)."""
     async with transaction as session:
+        if operation is Operation.PROVISION and plan_defaults:
+            templates = await provision_templates(session, tenant_id, templates)
         row, record = await lifecycle.request_in(
             session, tenant_id, operation, version=version, templates=templates
         )
@@ -82,6 +88,20 @@ async def request_and_enqueue(
         name: given[name] for name in JOB_ARGUMENTS.get(operation, ()) if given[name] is not None
     }
     return row, await jobs.enqueue(queue, operation, tenant_id, **arguments)
+
+
+async def provision_templates(
+    session: AsyncSession, tenant_id: uuid.UUID, templates: Sequence[Template] | None
+) -> Sequence[Template] | None:
+    """What a provision request deploys: the templates named; when none are named, for a
+    tenant without a live instance its plan's default templates (an instance already there
+    keeps its own). Naming an empty list asks for none."""
+    if templates is not None:
+        return templates
+    row = await InstanceRepository(session).get(tenant_id)
+    if row is not None and row.actual_state is not ActualState.DEPROVISIONED:
+        return None
+    return await plan_templates(session, tenant_id)
 
 
 @dataclass(frozen=True)
@@ -170,10 +190,22 @@ async def find_tenant(session: AsyncSession, ref: str) -> uuid.UUID | None:
     try:
         condition = TENANTS.c.id == uuid.UUID(ref)
     except ValueError:
+        if not SLUG_PATTERN.fullmatch(ref):  # no slug looks like it (NUL, spaces...)
+            return None
         condition = TENANTS.c.slug == ref
     found: uuid.UUID | None = (
         await session.execute(select(TENANTS.c.id).where(condition))
     ).scalar_one_or_none()
+    return found
+
+
+async def resolve_tenant(db: Database, ref: str) -> uuid.UUID:
+    """What every command does with its tenant argument: an id or a slug, else NOT_FOUND
+    (the CLI prints it and exits 2)."""
+    async with db.transaction(STAFF) as session:
+        found = await find_tenant(session, ref)
+    if found is None:
+        raise NotFoundError(f"no tenant {ref!r}", field="tenant")
     return found
 
 

@@ -23,12 +23,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
 
 from zixly.crypto import Keyring
 from zixly.db.session import Database
+from zixly.ingest.instance_tokens import InstanceTokenRotation
 from zixly.logging import get_logger
 from zixly.provisioning.instances import ActualState, InstanceRepository
 from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle
@@ -167,3 +169,10 @@ def _targets(manifest: Manifest, templates: list[object], sources: set[str]) -> 
             if used & sources:
                 found.setdefault((credential.name, credential.type), _Target(spec, credential))
     return list(found.values())
+
+
+def token_rotation(deps: CredentialDeps) -> InstanceTokenRotation:
+    """The instance ingest token's rotation, pushing the new token into the tenant's n8n
+    (what the staff ``rotateIngestToken`` mutation and ``zixly tenant ingest-token rotate``
+    run)."""
+    return InstanceTokenRotation(deps.db, partial(push_credentials, deps))

@@ -273,6 +273,19 @@ class DockerRuntime(ThreadedRuntime):
             return None
         return container
 
+    def version_problem(self, version: str) -> str | None:
+        """Why ``version`` cannot start here (zixly.provisioning.preconditions), or None:
+        its image is present, or pulled now where pulling is allowed."""
+        try:
+            self._ensure_image(version)
+        except RuntimeFailure as exc:
+            return exc.message
+        except docker.errors.APIError as exc:
+            return (
+                f"image {self.image.format(version=version)} could not be pulled ({_explain(exc)})"
+            )
+        return None
+
     def _ensure_image(self, version: str) -> str:
         image = self.image.format(version=version)
         try:

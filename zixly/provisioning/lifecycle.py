@@ -30,11 +30,14 @@ Deprovisioning records EXPORTED (the workflows are in ``workflow_exports``) and 
 
 FAILED is not terminal: the next attempt (a job retry, or the reconciler after a back-off)
 converges from the recorded step. A job killed mid-step (worker crash, cancellation) leaves
-the state as it was (PROVISIONING, UPGRADING...) and the reconciler resumes it once the
-tenant's lock has expired.
+the state as it was (PROVISIONING, UPGRADING...); its arq lease lapses within
+``ZIXLY_JOB_LEASE_SECONDS`` and another worker runs it again from the recorded step
+(zixly.provisioning.lease); the reconciler remains the backstop.
 
 One operation per tenant at a time: a Redis lock with a short TTL that a heartbeat keeps
 alive while the operation runs, so a dead worker's lock lapses within ``lock_ttl`` seconds.
+Deprovisioning also revokes every live ingest token of the tenant. An upgrade checks that the
+new version can run (zixly.provisioning.preconditions) before it stops anything.
 Each step commits on its own (jobs are their own transaction boundary), appends an
 ``instance_events`` row and publishes it on ``zixly:instances:<tenant_id>`` after the commit.
 """
@@ -62,7 +65,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from zixly.crypto import Keyring
 from zixly.db.session import Database, Scope
 from zixly.errors import ConflictError, NotFoundError, ValidationError, ZixlyError
-from zixly.ingest.instance_tokens import instance_token_issuer
+from zixly.ingest.instance_tokens import instance_token_issuer, revoke_all
 from zixly.logging import get_logger, redact_text
 from zixly.provisioning.bootstrap import BootstrapResult, bootstrap_instance
 from zixly.provisioning.bundles import envelope, export_bundle
@@ -82,6 +85,7 @@ from zixly.provisioning.instances import (
     provision_progress,
 )
 from zixly.provisioning.n8n_client import N8nClient
+from zixly.provisioning.preconditions import VersionUnavailableError, ensure_version_runs
 from zixly.provisioning.runtime import (
     InstanceHandle,
     InstanceRuntime,
@@ -405,6 +409,8 @@ class InstanceLifecycle:
             )
         if operation in (Operation.UPGRADE, Operation.DEPLOY_TEMPLATES) and not row.provisioned:
             raise ConflictError(f"cannot {operation.value} an instance still being provisioned")
+        if operation is Operation.UPGRADE and version is not None and version != row.version:
+            await ensure_version_runs(self.runtime, version)  # before anything is stopped
         values: dict[str, Any] = {}
         if desired is not row.desired_state:
             values["desired_state"] = desired
@@ -737,6 +743,17 @@ class InstanceLifecycle:
         if handle is None:
             raise ZixlyError("the instance has no runtime handle to upgrade")
         if row.actual_state is not ActualState.UPGRADING:
+            try:  # checked again: the request may be older than what the runtime has now
+                await ensure_version_runs(self.runtime, new)
+            except VersionUnavailableError as exc:
+                message = f"upgrade to {new} refused, still running {old}: {describe(exc)}"
+                return await self._write(
+                    row,
+                    event=(EventKind.ERROR, message, None),
+                    target_version=None,
+                    last_error=message[:_ERROR_LIMIT],
+                )
+        if row.actual_state is not ActualState.UPGRADING:
             row = await self._transition(
                 row, ActualState.UPGRADING, f"upgrading {old} -> {new}", details={"to": new}
             )
@@ -798,6 +815,10 @@ class InstanceLifecycle:
                 )
             await self._publish(record)
             await self._hook(row, Step.EXPORTED)
+        # Nothing may post for the tenant any more (every attempt: it is idempotent). The
+        # instance's API key, owner login and the provider tokens pushed into its credentials
+        # go with its data (runtime.remove) and the row's secrets below.
+        revoked = await revoke_all(self.db, row.tenant_id, reason="deprovisioned")
         if row.step is not Step.REMOVED:
             _attempting.set(Step.REMOVED)
             if handle is not None:
@@ -807,6 +828,7 @@ class InstanceLifecycle:
             row,
             ActualState.DEPROVISIONED,
             "deprovisioned",
+            details={"ingest_tokens_revoked": revoked},
             runtime_handle=None,
             url=None,
             editor_url=None,

@@ -46,7 +46,7 @@ import psutil
 
 from zixly.n8n_nodes.export import PACKAGE_DIR as NODES_PACKAGE_DIR
 from zixly.provisioning.distributions import N8nDistribution, ensure_n8n
-from zixly.provisioning.errors import InstanceNotFoundError, RuntimeFailure
+from zixly.provisioning.errors import InstallError, InstanceNotFoundError, RuntimeFailure
 from zixly.provisioning.locks import LockTimeout, file_lock
 from zixly.provisioning.runtime import (
     InstanceHandle,
@@ -91,6 +91,14 @@ class ProcessRuntime(ThreadedRuntime):
         self._distribution = distribution
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._children_guard = threading.Lock()
+
+    def version_problem(self, version: str) -> str | None:
+        """Why ``version`` cannot start here (zixly.provisioning.preconditions), or None."""
+        try:
+            self._distribution(version)
+        except InstallError as exc:
+            return exc.message
+        return None
 
     # --- InstanceRuntime ------------------------------------------------------------------------
     # --- paths and files ------------------------------------------------------------------------

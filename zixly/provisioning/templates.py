@@ -32,6 +32,10 @@ carrying it are created at deploy with the value of the moment and kept current 
 zixly.provisioning.credentials (on connect, on every refresh, on disconnect).
 
 Instances refer to a manifest template as ``manifest:<id>`` in their ``templates`` list.
+
+The manifest's ``plans`` name each plan's default templates: what a new instance gets when
+its provision request names none (``--no-templates``, or an empty list, for none). Shopify's
+is not a default: its API host is the shop's own, known only once the shop is connected.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from zixly.provisioning.n8n_client import N8nClient
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "n8n-workflows"
 MANIFEST = "manifest.json"
 REF_PREFIX = "manifest:"
+DEFAULT_PLAN = "standard"  # the tenants table's default plan
 TOKEN = re.compile(r"__ZIXLY_([A-Z][A-Z0-9_]*?)__")
 _NAME = r"[A-Z][A-Z0-9_]*"
 _SOURCE = (
@@ -147,6 +152,9 @@ class TemplateSpec(_Model):
 
 class Manifest(_Model):
     templates: list[TemplateSpec]
+    # plan -> the template ids a new instance of a tenant on that plan gets unless told
+    # otherwise; a plan not listed gets DEFAULT_PLAN's.
+    plans: dict[str, list[str]] = {}
 
     @model_validator(mode="after")
     def _unique(self) -> Manifest:
@@ -154,7 +162,16 @@ class Manifest(_Model):
             values = [getattr(t, attr) for t in self.templates]
             if len(set(values)) != len(values):
                 raise ValueError(f"template {attr}s must be unique")
+        known = {t.id for t in self.templates}
+        for plan, ids in self.plans.items():
+            if set(ids) - known or len(set(ids)) != len(ids):
+                raise ValueError(f"plan {plan!r}: unknown or repeated template ids")
         return self
+
+    def plan_defaults(self, plan: str) -> list[str]:
+        """``manifest:<id>`` of the templates a tenant on ``plan`` gets by default."""
+        ids = self.plans.get(plan, self.plans.get(DEFAULT_PLAN, []))
+        return [f"{REF_PREFIX}{i}" for i in ids]
 
     def get(self, template_id: str) -> TemplateSpec:
         for spec in self.templates:
@@ -170,6 +187,13 @@ def load_manifest(directory: Path = TEMPLATES_DIR) -> Manifest:
 @cache
 def bundled_manifest() -> Manifest:
     return load_manifest()
+
+
+async def plan_templates(session: AsyncSession, tenant_id: uuid.UUID) -> list[str]:
+    """The default templates of the tenant's plan (``manifest.json`` ``plans``)."""
+    query = select(_TENANTS.c.plan).where(_TENANTS.c.id == tenant_id)
+    plan = (await session.execute(query)).scalar_one_or_none()
+    return bundled_manifest().plan_defaults(plan or DEFAULT_PLAN)
 
 
 def template_id(source: object) -> str | None:

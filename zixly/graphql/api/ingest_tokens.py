@@ -8,7 +8,6 @@ instance_tokens.py), which is the only place it is needed.
 from __future__ import annotations
 
 import datetime as dt
-from functools import partial
 from typing import Any
 
 import strawberry
@@ -18,9 +17,8 @@ from zixly.crypto import Keyring
 from zixly.domain.audit import Actor
 from zixly.graphql.context import Info
 from zixly.graphql.inputs import parse_id
-from zixly.ingest.instance_tokens import InstanceTokenRotation
 from zixly.ingest.tokens import IngestTokenAdmin, IngestTokenRepository
-from zixly.provisioning.credentials import CredentialDeps, push_credentials
+from zixly.provisioning.credentials import CredentialDeps, token_rotation
 
 MAX_LISTED = 100
 
@@ -98,6 +96,5 @@ class IngestTokenMutation:
             services.http,
             services.settings.ingest_base_url,
         )
-        rotation = InstanceTokenRotation(services.db, partial(push_credentials, deps))
-        row = await rotation.rotate(tenant, Actor.of(ctx.principal, ctx.request_id))
-        return IngestToken.from_row(row)
+        issued = await token_rotation(deps).rotate(tenant, Actor.of(ctx.principal, ctx.request_id))
+        return IngestToken.from_row(issued.row)

@@ -10,6 +10,7 @@ from strawberry.scalars import JSON
 
 from zixly.provisioning.bundles import ImportedWorkflow, ImportReport, WorkflowProblem
 from zixly.provisioning.control import TenantInstance
+from zixly.provisioning.final_exports import FinalExport as KeptExport
 from zixly.provisioning.instance_events import InstanceEventMessage
 from zixly.provisioning.instances import ActualState, DesiredState, EventKind, InstanceRow, Step
 
@@ -153,4 +154,26 @@ class WorkflowImportReport:
             ok=report.ok,
             imported=[ImportedWorkflowResult.from_imported(w) for w in report.imported],
             problems=[WorkflowImportProblem.from_problem(p) for p in report.problems],
+        )
+
+
+@strawberry.type(
+    description="The workflows exported when a tenant's instance was deprovisioned, kept for "
+    "a limited time (ZIXLY_FINAL_EXPORT_RETENTION_DAYS)."
+)
+class FinalExport:
+    id: strawberry.ID
+    created_at: dt.datetime
+    expires_at: dt.datetime = strawberry.field(description="When it is deleted.")
+    bundle: JSON = strawberry.field(
+        description="The bundle; its `workflows` array is what n8n imports."
+    )
+
+    @classmethod
+    def from_export(cls, export: KeptExport) -> FinalExport:
+        return cls(
+            id=strawberry.ID(str(export.id)),
+            created_at=export.created_at,
+            expires_at=export.expires_at,
+            bundle=cast(JSON, export.bundle),
         )

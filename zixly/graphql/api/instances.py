@@ -18,6 +18,7 @@ from zixly.auth.principal import Role
 from zixly.crypto import Keyring
 from zixly.errors import NotFoundError, ValidationError
 from zixly.graphql.api.instance_types import (
+    FinalExport,
     Instance,
     InstanceEvent,
     N8nInstance,
@@ -33,6 +34,7 @@ from zixly.provisioning.control import (
     request_and_enqueue,
     tenant_instance,
 )
+from zixly.provisioning.final_exports import final_export
 from zixly.provisioning.instance_events import subscribe
 from zixly.provisioning.instances import InstanceRepository
 from zixly.provisioning.lifecycle import Operation
@@ -70,6 +72,7 @@ async def _operate(
         operation,
         version=version,
         templates=templates,
+        plan_defaults=True,
     )
     return Instance.from_row(row)
 
@@ -103,6 +106,19 @@ class InstanceQuery:
         if row is None:
             raise NotFoundError("this tenant has no n8n instance", tenant_id=str(tenant))
         return Instance.from_row(row)
+
+    @strawberry.field(
+        description="The workflows exported when a tenant's instance was deprovisioned, while "
+        "kept; null when none is (Zixly staff)."
+    )
+    async def final_export(self, info: Info, tenant_id: strawberry.ID) -> FinalExport | None:
+        ctx = info.context
+        ctx.principal.require_staff()
+        tenant = parse_id(tenant_id, "tenantId")
+        days = ctx.settings.final_export_retention_days
+        async with ctx.staff_session() as session:
+            kept = await final_export(session, tenant, days)
+        return FinalExport.from_export(kept) if kept is not None else None
 
     @strawberry.field(description="Your tenant's n8n instance, if it has one (ADMIN).")
     async def n8n_instance(self, info: Info) -> N8nInstance | None:
@@ -138,7 +154,10 @@ class InstanceQuery:
 
 @strawberry.type
 class InstanceMutation:
-    @strawberry.mutation(description="Provision a tenant's n8n instance (Zixly staff).")
+    @strawberry.mutation(
+        description="Provision a tenant's n8n instance (Zixly staff). Without templates a new "
+        "instance gets its plan's default templates; an empty list deploys none."
+    )
     async def provision_instance(
         self,
         info: Info,
