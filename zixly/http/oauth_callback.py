@@ -65,7 +65,7 @@ async def oauth_callback(request: Request) -> Response:
     services: Services = request.app.state.services
     name = str(request.path_params["provider"])
     if name not in PROVIDERS:
-        return _page(404, "Not found", "There is no such provider.")
+        return message_page(404, "Not found", "There is no such provider.")
     query: dict[str, str] = {}
     for key, limit in _PARAMS.items():
         value = request.query_params.get(key)
@@ -91,12 +91,15 @@ def _answer(services: Services, provider: str, failure: ConnectFailure | None) -
         separator = "&" if "?" in back else "?"
         return RedirectResponse(f"{back}{separator}{urlencode(params)}", 303, headers=_HEADERS)
     if failure is None:
-        return _page(200, f"{provider} connected", "Zixly will start syncing shortly.")
+        return message_page(200, f"{provider} connected", "Zixly will start syncing shortly.")
     status = {ConnectFailure.FORBIDDEN: 403, ConnectFailure.INTERNAL: 500}.get(failure, 400)
-    return _page(status, f"{provider} not connected", f"{_MESSAGES[failure]} ({failure.value})")
+    return message_page(
+        status, f"{provider} not connected", f"{_MESSAGES[failure]} ({failure.value})"
+    )
 
 
-def _page(status: int, title: str, message: str) -> HTMLResponse:
+def message_page(status: int, title: str, message: str) -> HTMLResponse:
+    """A small static page (no-store, no referrer, nothing loaded); the text is escaped."""
     body = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>Zixly: {html.escape(title)}</title></head><body>"
