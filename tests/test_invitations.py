@@ -4,6 +4,7 @@ app over the embedded PostgreSQL and Redis, mail through a real aiosmtpd server 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -451,3 +452,18 @@ async def test_the_definer_functions_are_locked_down_and_the_look_up_returns_onl
         assert row["owner"] == await owner.fetchval("SELECT current_user")
     look_up = next(r for r in rows if r["name"].startswith("zixly_auth_principal"))
     assert "email" not in look_up["result"] and "display_name" not in look_up["result"]
+
+
+async def test_concurrent_invitations_of_one_email_leave_one_open_and_never_fail(
+    client: httpx.AsyncClient, world: World, owner: asyncpg.Connection
+) -> None:
+    tenant = await world.tenant("inv", clients=0)
+    email = f"racing-{uuid.uuid4().hex[:8]}@example.test"
+    bodies = await asyncio.gather(*(invite(client, world, tenant.admin, email) for _ in range(6)))
+    assert [shape(b["data"]["inviteUser"]) for b in bodies] == [
+        {"role": "VIEWER", "status": "PENDING"}
+    ] * 6
+    states = await owner.fetch(
+        "SELECT revoked_at IS NULL AS open FROM invitations WHERE tenant_id = $1", tenant.id
+    )
+    assert sorted(r["open"] for r in states) == [False] * 5 + [True]

@@ -90,7 +90,7 @@ async def mint_for(settings: Settings, email: str, tenant: str | None, ttl: int 
         conn = await asyncpg.connect(_dsn(found.database_url))
         try:
             row = await conn.fetchrow(
-                "SELECT user_id, is_staff, tenant_id, role "
+                "SELECT user_id, is_staff, tenant_id, role, tenant_choices "
                 "FROM zixly_auth_principal($1::text, $2::text, now())",
                 email,
                 tenant,
@@ -101,6 +101,9 @@ async def mint_for(settings: Settings, email: str, tenant: str | None, ttl: int 
         raise NotFoundError(f"no user with email {email!r}")
     if tenant is not None and row["tenant_id"] is None and not row["is_staff"]:
         raise NotFoundError(f"{email} is not a member of tenant {tenant!r}")
+    if tenant is None and row["tenant_choices"]:
+        choices = ", ".join(row["tenant_choices"])
+        raise ZixlyError(f"{email} belongs to several tenants: pass --tenant (one of {choices})")
     return mint_token(
         settings,
         load_signing_secret(settings),

@@ -122,6 +122,14 @@ class InvitationRepository:
         )
         return (await self.session.execute(query)).first() is not None
 
+    async def lock_email(self, email: str) -> None:
+        """Serialise invitations of one email into this tenant until the transaction ends
+        (two at once would both find no open invitation, and one insert would fail)."""
+        key = f"zixly.invitation:{self.tenant_id}:{email}"
+        await self.session.execute(
+            select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0)))
+        )
+
     async def close_open(self, email: str, by: uuid.UUID | None) -> list[uuid.UUID]:
         """Revoke the email's open invitation (a new one supersedes it); the ids revoked."""
         statement = (
@@ -170,6 +178,7 @@ class InvitationAdmin:
     async def invite(self, email: str, role: Role) -> IssuedInvitation:
         """``email`` is already normalised (lower case). The same answer for every email
         that is not a member here: a fresh pending invitation, superseding an open one."""
+        await self.invitations.lock_email(email)
         if await self.invitations.is_member(email):
             raise ConflictError("this email is already a member of the tenant", field="email")
         members = MemberRepository(self.session, self.actor.tenant_id)

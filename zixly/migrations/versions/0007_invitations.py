@@ -4,7 +4,8 @@ Revision ID: 0007_invitations
 Revises: 0005_template_fingerprints
 Create Date: 2026-12-07
 
-``invitations`` are tenant-scoped (row-level security like every tenant table): an ADMIN
+``invitations`` are tenant-scoped (row-level security like every tenant table; the
+application role may read every column but the digest, and update only the revocation): an ADMIN
 invites an email, which gets a pending invitation and a link by mail; only a SHA-256 of the
 link's secret is stored (the secret is 256-bit random, so the digest can be neither reversed
 nor guessed). Nobody becomes a member without accepting: the invitee, signed in with the
@@ -176,10 +177,19 @@ def _policies(app: str, staff: str) -> str:
     """
 
 
+# The application role never reads the digests (accepting goes through the function) and
+# only ever revokes: its column grants say so.
+APP_READS = (
+    "id, tenant_id, email, role, invited_by, created_at, expires_at, accepted_at, accepted_by, "
+    "revoked_at, revoked_by"
+)
+
+
 def _grants(app: str, staff: str) -> str:
     return f"""
     REVOKE ALL ON public.invitations FROM PUBLIC;
-    GRANT SELECT, INSERT, UPDATE ON public.invitations TO {app};
+    GRANT SELECT ({APP_READS}), INSERT ON public.invitations TO {app};
+    GRANT UPDATE (revoked_at, revoked_by) ON public.invitations TO {app};
     GRANT SELECT, INSERT, UPDATE, DELETE ON public.invitations TO {staff};
     REVOKE ALL ON FUNCTION public.zixly_auth_principal(text, text, timestamptz) FROM PUBLIC;
     GRANT EXECUTE ON FUNCTION public.zixly_auth_principal(text, text, timestamptz) TO {app};
