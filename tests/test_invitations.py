@@ -467,3 +467,29 @@ async def test_concurrent_invitations_of_one_email_leave_one_open_and_never_fail
         "SELECT revoked_at IS NULL AS open FROM invitations WHERE tenant_id = $1", tenant.id
     )
     assert sorted(r["open"] for r in states) == [False] * 5 + [True]
+
+
+async def test_a_token_issued_before_any_membership_keeps_the_first_after_a_second(
+    client: httpx.AsyncClient, world: World, owner: asyncpg.Connection, sink: MailSink
+) -> None:
+    first = await world.tenant("inv", clients=0)
+    second = await world.tenant("inv", clients=0)
+    email = f"newcomer-{uuid.uuid4().hex[:8]}@example.test"
+    await invite(client, world, first.admin, email, role="EDITOR")
+    signed_in = world.headers(email, now=int(time.time()) - 7200)  # before any membership
+    await gql(client, ACCEPT, {"token": token_of(link_sent_to(sink, email))}, signed_in)
+    await age_memberships(owner, email)  # the first came well before the second
+    assert (await gql(client, ME, headers=signed_in))["data"]["me"]["role"] == "EDITOR"
+
+    await invite(client, world, second.admin, email)
+    await gql(client, ACCEPT, {"token": token_of(link_sent_to(sink, email))}, signed_in)
+    me = await gql(client, ME, headers=signed_in)
+    assert (me["data"]["me"]["role"], me["data"]["me"]["tenant"]) == (
+        "EDITOR",
+        {"slug": first.slug},
+    )
+    fresh = error(await gql(client, CLIENTS, headers=world.headers(email)))
+    assert (fresh["code"], fresh["tenants"]) == (
+        "TENANT_REQUIRED",
+        sorted([first.slug, second.slug]),
+    )

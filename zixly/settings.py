@@ -92,7 +92,7 @@ class Settings(BaseSettings):
         default="zixly_tenant",
         description="Claim (dotted path allowed, e.g. app_metadata.tenant_id) selecting the "
         "tenant; else the X-Zixly-Tenant header; else the user's only membership (with "
-        "several: the only one the token's iat predates, else TENANT_REQUIRED).",
+        "several: the one the token's iat predates, else TENANT_REQUIRED).",
     )
 
     # --- protections -----------------------------------------------------------

@@ -63,16 +63,23 @@ class InvitationInvalidError(ZixlyError):
     http_status = 400
 
 
-_REFUSALS: dict[str, ZixlyError] = {
-    "UNKNOWN": InvitationInvalidError("this invitation link is not valid", reason="UNKNOWN"),
-    "EXPIRED": InvitationInvalidError("this invitation has expired", reason="EXPIRED"),
-    "REVOKED": InvitationInvalidError("this invitation was revoked", reason="REVOKED"),
-    "USED": InvitationInvalidError("this invitation was already accepted", reason="USED"),
-    "EMAIL_MISMATCH": ForbiddenError(
-        "this invitation was sent to another email address: sign in with that one"
-    ),
-    "STAFF": ForbiddenError("Zixly staff accounts cannot join a tenant"),
+_INVALID = {
+    "UNKNOWN": "this invitation link is not valid",
+    "EXPIRED": "this invitation has expired",
+    "REVOKED": "this invitation was revoked",
+    "USED": "this invitation was already accepted",
 }
+_FORBIDDEN = {
+    "EMAIL_MISMATCH": "this invitation was sent to another email address: sign in with that one",
+    "STAFF": "Zixly staff accounts cannot join a tenant",
+}
+
+
+def _refusal(outcome: str) -> ZixlyError:
+    """The typed error for what ``zixly_accept_invitation`` answered instead of ACCEPTED."""
+    if outcome in _INVALID:
+        return InvitationInvalidError(_INVALID[outcome], reason=outcome)
+    return ForbiddenError(_FORBIDDEN[outcome])
 
 
 def token_digest(token: str) -> bytes:
@@ -229,6 +236,5 @@ async def accept(
     params = {"digest": token_digest(token), "user_id": user_id, "request_id": request_id or ""}
     row = (await session.execute(_ACCEPT, params)).one()
     if row.outcome != "ACCEPTED":
-        refusal = _REFUSALS[row.outcome]
-        raise type(refusal)(refusal.message, **refusal.details)
+        raise _refusal(row.outcome)
     return row

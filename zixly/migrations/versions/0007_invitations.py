@@ -14,11 +14,13 @@ function because the invitee's request runs before (and outside) the inviting te
 
 ``zixly_auth_principal`` is replaced: it now returns only what authentication needs (no
 email, no display name), and a user with several memberships must choose one (token claim or
-header). A token without a choice keeps resolving to the memberships that existed when it
-was issued (``p_issued_at``, the token's ``iat``; to the second, the claim's precision), so
-a second membership does not break tokens issued before it; when the user has exactly one
-membership that one is used whatever the token's age (as before). Otherwise no tenant is
-resolved and ``tenant_choices`` lists the user's own memberships' slugs.
+header). A user with exactly one membership needs no choice, whatever the token (as
+before). With several, a token without a choice keeps resolving to what it resolved to
+before the second membership appeared: the one membership that existed when it was issued
+(``p_issued_at``, the token's ``iat``, compared to the second, the claim's precision), or,
+for a token issued before the user had any, their first membership. Tokens issued after the
+second membership, and tokens without ``iat``, must choose: no tenant is resolved and
+``tenant_choices`` lists the user's own memberships' slugs (TENANT_REQUIRED).
 
 Every function here has ``search_path = pg_catalog, public, pg_temp`` and schema-qualifies
 what it touches; EXECUTE is revoked from PUBLIC and granted to the application role only.
@@ -81,13 +83,17 @@ LANGUAGE sql STABLE SECURITY DEFINER {SAFE_PATH} AS $$
         FROM public.memberships m
         JOIN public.tenants t ON t.id = m.tenant_id
         JOIN u ON u.id = m.user_id
+    ), since AS (
+        -- When the token was issued, or the user's first membership if that came later.
+        SELECT greatest(p_issued_at, min(date_trunc('second', mine.created_at))) AS at
+        FROM mine
     ), chosen AS (
         SELECT * FROM mine
         WHERE CASE
             WHEN p_tenant IS NOT NULL THEN mine.slug = p_tenant OR mine.tenant_id::text = p_tenant
             WHEN (SELECT count(*) FROM mine) = 1 THEN true
             ELSE p_issued_at IS NOT NULL
-                 AND date_trunc('second', mine.created_at) <= p_issued_at
+                 AND date_trunc('second', mine.created_at) <= (SELECT since.at FROM since)
         END
     ), one AS (
         SELECT * FROM chosen WHERE (SELECT count(*) FROM chosen) = 1
@@ -105,7 +111,8 @@ $$;
 COMMENT ON FUNCTION public.zixly_auth_principal(text, text, timestamptz) IS
     'Authentication look-up before a tenant is set: the user and the chosen membership (the '
     'named tenant; else the only membership; else the only one that existed when the token '
-    'was issued), or tenant_choices (the user''s own slugs) when a choice is required.';
+    'was issued or, issued before any, the first), or tenant_choices (the user''s own slugs) '
+    'when a choice is required.';
 
 CREATE FUNCTION public.zixly_accept_invitation(
     p_token_hash bytea, p_user_id uuid, p_request_id text
