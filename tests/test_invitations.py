@@ -493,3 +493,28 @@ async def test_a_token_issued_before_any_membership_keeps_the_first_after_a_seco
         "TENANT_REQUIRED",
         sorted([first.slug, second.slug]),
     )
+
+
+async def test_the_editor_proxy_recheck_reads_the_named_membership_of_a_multi_tenant_user(
+    services: Services, world: World, owner: asyncpg.Connection
+) -> None:
+    from zixly.http.editor_proxy import EditorProxy, EditorSession
+
+    first = await world.tenant("inv", clients=0)
+    second = await world.tenant("inv", clients=0)
+    await owner.execute(
+        "INSERT INTO memberships (tenant_id, user_id, role) "
+        "SELECT $1, id, 'VIEWER' FROM users WHERE email = $2",
+        second.id,
+        first.editor,
+    )
+    proxy = EditorProxy(services)
+    try:
+
+        def session(tenant_id: uuid.UUID, slug: str) -> EditorSession:
+            return EditorSession(str(tenant_id), slug, "", first.editor, time.time() + 60, 0.0)
+
+        assert await proxy._still_member(session(first.id, first.slug)) is True
+        assert await proxy._still_member(session(second.id, second.slug)) is False  # a VIEWER
+    finally:
+        await proxy.http.aclose()
