@@ -29,7 +29,8 @@ pytestmark = pytest.mark.asyncio
 
 # Tables only the definer role's look-ups may read across tenants; every other table with
 # row-level security holds tenant data the definer role must not read at all.
-DEFINER_READS = {"users", "memberships", "tenants", "ingest_tokens"}
+# invitations: zixly_accept_invitation (0007) finds the invitation by its digest.
+DEFINER_READS = {"users", "memberships", "tenants", "ingest_tokens", "invitations"}
 
 
 @asynccontextmanager
@@ -229,11 +230,11 @@ async def test_every_definer_function_is_safe(endpoints: Endpoints, services: Se
             assert readable == set(), f"{name}'s owner can read tenant data: {readable}"
         # Only the roles that need them may execute them.
         assert not await admin.fetchval(
-            "SELECT has_function_privilege($1, 'zixly_auth_principal(text, text)', 'EXECUTE')",
+            "SELECT has_function_privilege($1, 'zixly_auth_principal(text, text, timestamptz)', 'EXECUTE')",
             staff,
         )
         assert await admin.fetchval(
-            "SELECT has_function_privilege($1, 'zixly_auth_principal(text, text)', 'EXECUTE')",
+            "SELECT has_function_privilege($1, 'zixly_auth_principal(text, text, timestamptz)', 'EXECUTE')",
             app,
         )
 

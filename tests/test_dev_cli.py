@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from email import message_from_bytes
 from pathlib import Path
 
 import httpx
@@ -36,7 +37,7 @@ def _start(
         "ZIXLY_LOG_LEVEL": "WARNING",
         "COLUMNS": "200",
     }
-    for key in ("ZIXLY_DATABASE_URL", "ZIXLY_REDIS_URL", "ZIXLY_JWT_SECRET"):
+    for key in ("ZIXLY_DATABASE_URL", "ZIXLY_REDIS_URL", "ZIXLY_JWT_SECRET", "ZIXLY_SMTP_HOST"):
         env.pop(key, None)
     env.update(servers or {})
     process = subprocess.Popen(
@@ -121,6 +122,30 @@ def test_dev_serves_each_printed_token_and_stops_cleanly(tmp_path: Path) -> None
     finally:
         _stop(process)
     assert not _postgres_running(data_dir)
+
+
+def test_dev_sends_invitation_mail_to_its_mail_sink(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port = free_port()
+    process, output = _start(data_dir, port)
+    try:
+        admin = next(token for role, _, token in TOKEN_LINE.findall(output) if role == "ADMIN")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            body = http.post(
+                "/graphql",
+                json={
+                    "query": 'mutation { inviteUser(email: "new@example.test", role: VIEWER) '
+                    "{ status } }"
+                },
+                headers={"Authorization": f"Bearer {admin}"},
+            ).json()
+        assert body == {"data": {"inviteUser": {"status": "PENDING"}}}
+        mails = [message_from_bytes(p.read_bytes()) for p in (data_dir / "mail").glob("*.eml")]
+        assert [m["To"] for m in mails] == ["new@example.test"]
+        text = mails[0].get_payload(decode=True).decode()
+        assert f"http://127.0.0.1:{port}/invitations/accept?token=" in text
+    finally:
+        _stop(process)
 
 
 def test_dev_uses_the_servers_named_by_url(tmp_path: Path, endpoints: Endpoints) -> None:

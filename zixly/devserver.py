@@ -101,7 +101,8 @@ async def mint_for(settings: Settings, email: str, tenant: str | None, ttl: int 
         conn = await asyncpg.connect(_dsn(found.database_url))
         try:
             row = await conn.fetchrow(
-                "SELECT user_id, is_staff, tenant_id, role FROM zixly_auth_principal($1::text, $2::text)",
+                "SELECT user_id, is_staff, tenant_id, role, tenant_choices "
+                "FROM zixly_auth_principal($1::text, $2::text, now())",
                 email,
                 tenant,
             )
@@ -111,6 +112,9 @@ async def mint_for(settings: Settings, email: str, tenant: str | None, ttl: int 
         raise NotFoundError(f"no user with email {email!r}")
     if tenant is not None and row["tenant_id"] is None and not row["is_staff"]:
         raise NotFoundError(f"{email} is not a member of tenant {tenant!r}")
+    if tenant is None and row["tenant_choices"]:
+        choices = ", ".join(row["tenant_choices"])
+        raise ZixlyError(f"{email} belongs to several tenants: pass --tenant (one of {choices})")
     return mint_token(
         settings,
         load_signing_secret(settings),
@@ -158,10 +162,26 @@ async def run_dev(
         with console.status("starting PostgreSQL + pgvector and Redis"):
             endpoints = await stack.enter_async_context(running_stack(settings))
         await prepare_database(settings, console, seed=True, endpoints=endpoints)
+        settings = _with_mail_sink(settings, console, stack)
         if demo:
             settings = await _demo_settings(settings, console, stack, sandbox_port)
         return await _serve(settings, console, endpoints, stack, demo=demo)
     raise AssertionError("unreachable")  # pragma: no cover (the stack does not swallow)
+
+
+def _with_mail_sink(
+    settings: Settings, console: Console, stack: contextlib.AsyncExitStack
+) -> Settings:
+    """Without a configured SMTP server, mail (invitations, alerts) goes to the dev sink."""
+    if settings.smtp_host:
+        return settings
+    from zixly.devmail import mail_sink
+
+    sink = stack.enter_context(mail_sink(settings.data_dir))
+    console.print(f"mail sink (SMTP {sink.host}:{sink.port}) keeps messages in {sink.directory}")
+    return settings.model_copy(
+        update={"smtp_host": sink.host, "smtp_port": sink.port, "smtp_starttls": False}
+    )
 
 
 async def _demo_settings(

@@ -58,6 +58,12 @@ class ForbiddenError(ZixlyError):
     http_status = 403
 
 
+class TenantRequiredError(ForbiddenError):
+    """A user of several tenants named none (token claim or X-Zixly-Tenant header)."""
+
+    code = "TENANT_REQUIRED"
+
+
 class ConflictError(ZixlyError):
     code = "CONFLICT"
     http_status = 409

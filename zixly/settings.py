@@ -151,7 +151,8 @@ class Settings(BaseSettings):
     tenant_claim: str = Field(
         default="zixly_tenant",
         description="Claim (dotted path allowed, e.g. app_metadata.tenant_id) selecting the "
-        "tenant; else the X-Zixly-Tenant header; else the user's only membership.",
+        "tenant; else the X-Zixly-Tenant header; else the user's only membership (with "
+        "several: the one the token's iat predates, else TENANT_REQUIRED).",
     )
 
     # --- exposure at the edges: token lifetime, schema disclosure, metrics access ----
@@ -332,6 +333,14 @@ class Settings(BaseSettings):
         description="Let alert webhooks post to this machine (localhost, 127.0.0.1, ::1; http "
         "or https): a local receiver in development and tests. Never in production: tenants' "
         "n8n instances listen on loopback. Private and link-local addresses are always refused.",
+    )
+
+    # --- invitations -------------------------------------------------------------
+    invitation_ttl_seconds: int = Field(
+        default=7 * 24 * 3600,
+        ge=300,
+        le=90 * 24 * 3600,
+        description="How long an invitation link (sent by mail through smtp_*) stays valid.",
     )
 
     # --- sync-health monitor -----------------------------------------------------

@@ -125,6 +125,10 @@ class SmtpChannel:
         )
 
     async def send(self, recipients: Sequence[str], notice: Notice) -> None:
+        await self.send_text(recipients, notice.subject, notice.text)
+
+    async def send_text(self, recipients: Sequence[str], subject: str, body: str) -> None:
+        """One plain-text email (alert notices, invitations)."""
         if not self.host:
             raise AlertNotConfiguredError("no SMTP server is configured", channel="email")
         if not recipients:
@@ -132,8 +136,8 @@ class SmtpChannel:
         message = EmailMessage()
         message["From"] = self.sender
         message["To"] = ", ".join(recipients)
-        message["Subject"] = notice.subject
-        message.set_content(notice.text)
+        message["Subject"] = subject
+        message.set_content(body)
         try:
             await asyncio.to_thread(self._send, self.host, message, list(recipients))
         except smtplib.SMTPResponseException as exc:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 from sqlalchemy import text
 
 from zixly.auth.principal import Principal, Role
@@ -12,17 +15,29 @@ from zixly.outages import typed_outages
 from zixly.settings import Settings
 
 _LOOKUP = text(
-    "SELECT user_id, email, display_name, is_staff, tenant_id, tenant_slug, role "
-    "FROM zixly_auth_principal(:email, :tenant)"
+    "SELECT user_id, is_staff, tenant_id, tenant_slug, role, tenant_choices "
+    "FROM zixly_auth_principal(:email, :tenant, :issued_at)"
 )
 # The same look-up, applying the request's scope from its own result (see UnitOfWork.open_with).
 _LOOKUP_AND_SCOPE = text(
-    "SELECT user_id, email, display_name, is_staff, tenant_id, tenant_slug, role, "
+    "SELECT user_id, is_staff, tenant_id, tenant_slug, role, tenant_choices, "
     "set_config('app.tenant_id', coalesce(tenant_id::text, ''), true), "
     "set_config('app.user_id', user_id::text, true), "
     "set_config('statement_timeout', :timeout, true) "
-    "FROM zixly_auth_principal(:email, :tenant)"
+    "FROM zixly_auth_principal(:email, :tenant, :issued_at)"
 )
+
+
+def issued_at(claims: dict[str, Any]) -> datetime | None:
+    """The token's ``iat`` (None when absent or not a number): a token without a tenant
+    choice keeps the memberships that existed when it was issued."""
+    value = claims.get("iat")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(value, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 class MissingCredentials(AuthenticationError):
@@ -69,7 +84,11 @@ class Authenticator:
         tenant = claim(claims, self.settings.tenant_claim) or tenant_header
         if tenant is not None and not isinstance(tenant, str):
             raise RefusedClaims("token's tenant claim must be a string")
-        params = {"email": email, "tenant": tenant}
+        params: dict[str, Any] = {
+            "email": email,
+            "tenant": tenant,
+            "issued_at": issued_at(claims),
+        }
         with typed_outages():  # database down, no connection free: 503, Retry-After
             if uow is not None:
                 params["timeout"] = str(self.settings.statement_timeout_ms)
@@ -83,12 +102,12 @@ class Authenticator:
             raise ForbiddenError("you are not a member of that tenant")
         principal = Principal(
             user_id=row.user_id,
-            email=row.email,
-            display_name=row.display_name,
+            email=email.lower(),
             is_staff=row.is_staff,
             tenant_id=row.tenant_id,
             tenant_slug=row.tenant_slug,
             role=Role(row.role) if row.role else None,
+            tenant_choices=tuple(row.tenant_choices or ()),
         )
         if uow is not None:
             uow.scope = principal.scope

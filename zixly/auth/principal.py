@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 
 from zixly.db.session import Scope
-from zixly.errors import ForbiddenError
+from zixly.errors import ForbiddenError, TenantRequiredError
 
 
 class Role(enum.Enum):
@@ -31,7 +31,9 @@ class Principal:
     tenant_id: uuid.UUID | None
     tenant_slug: str | None
     role: Role | None
-    display_name: str | None = None
+    # Set when the user belongs to several tenants and the request chose none: their own
+    # memberships' slugs, for the TENANT_REQUIRED error.
+    tenant_choices: tuple[str, ...] = ()
 
     @property
     def scope(self) -> Scope:
@@ -48,6 +50,12 @@ class Principal:
         return f"tenant:{self.tenant_id}" if self.tenant_id else f"user:{self.user_id}"
 
     def require_tenant(self) -> uuid.UUID:
+        if self.tenant_choices and self.tenant_id is None:
+            raise TenantRequiredError(
+                "you belong to several tenants: choose one with the token's tenant claim or "
+                "the X-Zixly-Tenant header",
+                tenants=list(self.tenant_choices),
+            )
         if self.tenant_id is None or self.role is None:
             raise ForbiddenError(
                 "this operation needs a tenant: name one with the token's tenant claim or "

@@ -589,3 +589,43 @@ class IngestToken(Base):
             postgresql_where=text("revoked_at IS NULL"),
         ),
     )
+
+
+def _user_fk() -> Any:
+    return mapped_column(UUID(as_uuid=True), ForeignKey("users.id", ondelete="SET NULL"))
+
+
+class Invitation(Base):
+    """A pending (or settled) invitation into a tenant: the SHA-256 of its secret only."""
+
+    __tablename__ = "invitations"
+    id: Mapped[uuid.UUID] = _pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    email: Mapped[str] = mapped_column(Text, nullable=False)
+    role: Mapped[str] = mapped_column(Text, nullable=False)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    invited_by: Mapped[uuid.UUID | None] = _user_fk()
+    created_at: Mapped[dt.datetime] = _created()
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    accepted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    accepted_by: Mapped[uuid.UUID | None] = _user_fk()
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_by: Mapped[uuid.UUID | None] = _user_fk()
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "id", name="invitations_tenant_id_id_key"),
+        UniqueConstraint("token_hash", name="invitations_token_hash_key"),
+        CheckConstraint("octet_length(token_hash) = 32", name="invitations_hash_is_sha256"),
+        CheckConstraint("role IN ('ADMIN', 'EDITOR', 'VIEWER')", name="invitations_role"),
+        CheckConstraint(
+            "email ~ '^[^@\\s]+@[^@\\s]+$' AND email = lower(email)",
+            name="invitations_email_format",
+        ),
+        Index("invitations_tenant_email_idx", "tenant_id", "email", "id"),
+        Index(
+            "invitations_tenant_email_open",
+            "tenant_id",
+            "email",
+            unique=True,
+            postgresql_where=text("accepted_at IS NULL AND revoked_at IS NULL"),
+        ),
+    )

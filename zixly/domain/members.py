@@ -1,8 +1,9 @@
 """Users and their memberships (roles) in a tenant, and the rules for changing them.
 
 Users are global; memberships are tenant-scoped (RLS). A user outside the caller's tenant
-is invisible to the application role, so invitations find or create the user through the
-SECURITY DEFINER function ``zixly_ensure_user``.
+is invisible to the application role, so invitations create the user row through the
+SECURITY DEFINER function ``zixly_ensure_user``; a membership is created only when the
+invitee accepts (zixly.domain.invitations).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import uuid
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, func, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zixly.auth.principal import Role
@@ -42,6 +42,11 @@ class MemberRepository:
             TN.c.id == self.tenant_id
         )
         return (await self.session.execute(query)).first()
+
+    async def display_name(self, user_id: uuid.UUID) -> str | None:
+        """The user's display name (the application role sees its own user row)."""
+        query = select(U.c.display_name).where(U.c.id == user_id)
+        return cast(str | None, await self.session.scalar(query))
 
     def _members(self) -> Any:
         return (
@@ -79,16 +84,6 @@ class MemberRepository:
         found = await self.session.scalar(select(func.zixly_ensure_user(email)))
         return uuid.UUID(str(found))
 
-    async def add(self, user_id: uuid.UUID, role: Role) -> bool:
-        """Insert the membership; False when the user is already a member."""
-        statement = (
-            insert(M)
-            .values(tenant_id=self.tenant_id, user_id=user_id, role=role.value)
-            .on_conflict_do_nothing(index_elements=[M.c.tenant_id, M.c.user_id])
-            .returning(M.c.user_id)
-        )
-        return (await self.session.execute(statement)).first() is not None
-
     async def set_role(self, user_id: uuid.UUID, role: Role) -> None:
         await self.session.execute(
             update(M)
@@ -103,7 +98,7 @@ class MemberRepository:
 
 
 class MemberAdmin:
-    """Invitations, role changes and removals in the actor's tenant, each audited.
+    """Role changes and removals in the actor's tenant, each audited.
 
     The tenant's ADMIN memberships are locked before any change, so two admins demoting
     each other at the same time cannot leave the tenant without an ADMIN.
@@ -116,13 +111,6 @@ class MemberAdmin:
         self.session = session
         self.actor = actor
         self.members = MemberRepository(session, actor.tenant_id)
-
-    async def invite(self, email: str, role: Role) -> AnyRow:
-        user_id = await self.members.ensure_user(email)
-        if not await self.members.add(user_id, role):
-            raise ConflictError("this user is already a member of the tenant", field="email")
-        await self._audit("member.invited", user_id, {"email": email, "new_role": role.value})
-        return await self._reload(user_id)
 
     async def set_role(self, user_id: uuid.UUID, role: Role) -> AnyRow:
         target = await self._locked_target(user_id, stays_admin=role is Role.ADMIN)

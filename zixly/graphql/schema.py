@@ -24,6 +24,7 @@ from zixly.graphql.api.ingest_tokens import IngestTokenMutation, IngestTokenQuer
 from zixly.graphql.api.instances import InstanceMutation, InstanceQuery, InstanceSubscription
 from zixly.graphql.api.integration_connect import IntegrationConnectMutation
 from zixly.graphql.api.integrations import IntegrationQuery
+from zixly.graphql.api.invitations import InvitationMutation, InvitationQuery
 from zixly.graphql.api.me import MeQuery
 from zixly.graphql.api.members import MemberMutation, MemberQuery
 from zixly.graphql.api.metrics import MetricsMutation, MetricsQuery
@@ -44,6 +45,7 @@ Query = merge_types(
         MeQuery,
         ClientQuery,
         MemberQuery,
+        InvitationQuery,
         TenantQuery,
         AnalyticsQuery,
         MetricsQuery,
@@ -58,6 +60,7 @@ Mutation = merge_types(
     (
         ClientMutation,
         MemberMutation,
+        InvitationMutation,
         TenantMutation,
         MetricsMutation,
         InstanceMutation,

@@ -23,6 +23,7 @@ from zixly.http.editor_proxy import editor_mount
 from zixly.http.export import export_financials_csv
 from zixly.http.ingest import PREFIX as INGEST_PREFIX
 from zixly.http.ingest import ingest_mount
+from zixly.http.invitation_page import invitation_routes
 from zixly.http.metrics import REGISTRY, metrics_access
 from zixly.http.middleware import (
     AuthRateLimitMiddleware,
@@ -92,6 +93,7 @@ def create_app(services: Services) -> Starlette:
             Route("/readyz", readyz),
             Route("/metrics", metrics),
             *oauth_routes(),
+            *invitation_routes(),
             editor_mount(services),
             ingest_mount(services),
         ],

@@ -104,7 +104,10 @@ BLOCKED: tuple[tuple[frozenset[str] | None, re.Pattern[str]], ...] = tuple(
     )
 )
 _LOGOUT = re.compile(r"^/rest/logout/?$")
-_ROLE_LOOKUP = text("SELECT tenant_id, role FROM zixly_auth_principal(:email, :tenant)")
+# The session names its tenant, so the token's age (issued_at) does not matter here.
+_ROLE_LOOKUP = text(
+    "SELECT tenant_id, role FROM zixly_auth_principal(:email, :tenant, NULL::timestamptz)"
+)
 # Hop-by-hop headers (RFC 9110 7.6.1) and what the proxy owns.
 _HOP = frozenset(
     {

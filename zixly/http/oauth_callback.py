@@ -74,7 +74,7 @@ async def oauth_callback(request: Request) -> Response:
     services: Services = request.app.state.services
     name = str(request.path_params["provider"])
     if name not in PROVIDERS:
-        return _page(404, "Not found", "There is no such provider.")
+        return message_page(404, "Not found", "There is no such provider.")
     query: dict[str, str] = {}
     for key, limit in _PARAMS.items():
         value = request.query_params.get(key)
@@ -103,15 +103,16 @@ def _answer(services: Services, provider: str, failure: ConnectFailure | None) -
         separator = "&" if "?" in back else "?"
         return RedirectResponse(f"{back}{separator}{urlencode(params)}", 303, headers=_HEADERS)
     if failure is None:
-        return _page(200, f"{provider} connected", "Zixly will start syncing shortly.")
+        return message_page(200, f"{provider} connected", "Zixly will start syncing shortly.")
     status = _STATUS.get(failure, 400)
-    page = _page(status, f"{provider} not connected", f"{_MESSAGES[failure]} ({failure.value})")
+    page = message_page(status, f"{provider} not connected", f"{_MESSAGES[failure]} ({failure.value})")
     if failure is ConnectFailure.UNAVAILABLE:
         page.headers["Retry-After"] = str(UnavailableError.default_retry_after)
     return page
 
 
-def _page(status: int, title: str, message: str) -> HTMLResponse:
+def message_page(status: int, title: str, message: str) -> HTMLResponse:
+    """A small static page (no-store, no referrer, nothing loaded); the text is escaped."""
     body = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>Zixly: {html.escape(title)}</title></head><body>"

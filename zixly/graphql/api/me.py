@@ -43,9 +43,11 @@ class MeQuery:
         ctx = info.context
         principal = ctx.principal
         tenant = None
-        if principal.tenant_id is not None:
-            async with ctx.session() as session:
-                row = await MemberRepository(session, principal.tenant_id).tenant()
+        async with ctx.session() as session:
+            members = MemberRepository(session, principal.tenant_id)
+            # Under row-level security: a user may always read their own row.
+            display_name = await members.display_name(principal.user_id)
+            row = await members.tenant()
             if row is not None:
                 tenant = Tenant(
                     id=strawberry.ID(str(row.id)),
@@ -57,7 +59,7 @@ class MeQuery:
         return Me(
             id=strawberry.ID(str(principal.user_id)),
             email=principal.email,
-            display_name=principal.display_name,
+            display_name=display_name,
             is_staff=principal.is_staff,
             role=RoleEnum(principal.role.value) if principal.role else None,
             tenant=tenant,

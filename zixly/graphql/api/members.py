@@ -1,4 +1,6 @@
-"""The tenant's members and their roles (ADMIN). Every change is audited."""
+"""The tenant's members and their roles (ADMIN). Every change is audited.
+
+Members join by accepting an invitation (zixly.graphql.api.invitations)."""
 
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ def _admin(ctx: Context, session: AsyncSession) -> MemberAdmin:
     return MemberAdmin(session, Actor.of(ctx.principal, ctx.request_id))
 
 
-def _checked_email(email: str) -> str:
+def checked_email(email: str) -> str:
     address = checked_text(email, "email", max_length=254).lower()
     if not EMAIL_PATTERN.match(address):
         raise ValidationError("email is not an email address", field="email")
@@ -66,17 +68,6 @@ class MemberQuery:
 
 @strawberry.type
 class MemberMutation:
-    @strawberry.mutation(
-        description="Give a user (created when new to Zixly) a role in the tenant (ADMIN)."
-    )
-    async def invite_user(self, info: Info, email: str, role: RoleEnum) -> Member:
-        ctx = info.context
-        ctx.tenant(Role.ADMIN)
-        address = _checked_email(email)
-        async with ctx.session() as session:
-            row = await _admin(ctx, session).invite(address, Role(role.value))
-        return Member.from_row(row)
-
     @strawberry.mutation(
         description="Change a member's role (ADMIN); effective from their next request."
     )
