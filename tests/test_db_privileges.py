@@ -118,10 +118,10 @@ async def test_definer_functions_ignore_temporary_shadows(
             "pg_temp.ingest_tokens TO PUBLIC"
         )
         forged = await admin.fetch(
-            "SELECT * FROM zixly_auth_principal('nobody-real@shadow.test', NULL)"
+            "SELECT * FROM zixly_auth_principal('nobody-real@shadow.test', NULL, NULL)"
         )
         assert forged == []  # the temporary users table was not read
-        real = await admin.fetchrow("SELECT * FROM zixly_auth_principal($1, NULL)", tenant.admin)
+        real = await admin.fetchrow("SELECT * FROM zixly_auth_principal($1, NULL, NULL)", tenant.admin)
         assert real is not None and real["tenant_slug"] == tenant.slug  # real tenants
         assert await admin.fetch("SELECT * FROM zixly_ingest_principal($1)", digest) == []
         created = await admin.fetchval("SELECT zixly_ensure_user('nobody-real@shadow.test')")
@@ -166,7 +166,7 @@ async def test_no_definer_function_reads_another_tenants_rows(
         else:
             async with app.transaction():
                 await app.execute("SELECT set_config('app.tenant_id', $1, true)", str(a))
-                await app.fetch("SELECT * FROM zixly_auth_principal($1, NULL)", a_admin)
+                await app.fetch("SELECT * FROM zixly_auth_principal($1, NULL, NULL)", a_admin)
                 await app.fetch("SELECT * FROM zixly_ingest_principal('\\x00'::bytea)")
                 stolen = {r["tenant_id"] for r in await app.fetch("SELECT * FROM pg_temp.loot")}
         assert b not in stolen

@@ -449,7 +449,7 @@ async def test_the_definer_functions_are_locked_down_and_the_look_up_returns_onl
     for row in rows:
         assert row["proconfig"] == ["search_path=pg_catalog, public, pg_temp"], row
         assert (row["app"], row["staff"], row["public"]) == (True, False, False), row
-        assert row["owner"] == await owner.fetchval("SELECT current_user")
+        assert row["owner"] == "zixly_definer"  # migration 0006: the definer role
     look_up = next(r for r in rows if r["name"].startswith("zixly_auth_principal"))
     assert "email" not in look_up["result"] and "display_name" not in look_up["result"]
 
