@@ -10,7 +10,6 @@ from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
-    ParserCache,
     QueryDepthLimiter,
     ValidationCache,
 )
@@ -29,7 +28,14 @@ from zixly.graphql.api.members import MemberMutation, MemberQuery
 from zixly.graphql.api.metrics import MetricsMutation, MetricsQuery
 from zixly.graphql.api.subscriptions import Subscription
 from zixly.graphql.api.tenants import TenantMutation, TenantQuery
-from zixly.graphql.extensions import MaskUnexpectedErrors, OperationMetrics, RequestBoundary
+from zixly.graphql.extensions import (
+    CachedParse,
+    MaskUnexpectedErrors,
+    OperationMetrics,
+    RequestBoundary,
+)
+from zixly.graphql.input_checks import InputChecks
+from zixly.graphql.scalars import SCALAR_OVERRIDES
 from zixly.settings import Settings
 
 Query = merge_types(
@@ -90,6 +96,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscriptions,
+        scalar_overrides=SCALAR_OVERRIDES,
         extensions=[
             # Factories, not instances: strawberry builds fresh extensions per request.
             # The parser and validation caches are shared module-level LRUs per maxsize.
@@ -98,7 +105,8 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             RequestBoundary,
             lambda: AddValidationRules(rules),
             lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
-            lambda: ParserCache(maxsize=cache_size),
+            lambda: CachedParse(maxsize=cache_size),
             lambda: ValidationCache(maxsize=cache_size),
+            InputChecks,  # after ValidationCache, which replaces the validation errors
         ],
     )
