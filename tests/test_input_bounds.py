@@ -416,6 +416,26 @@ async def test_nul_in_the_websocket_tenant_header_or_claims_is_refused(
         assert message["payload"] == {"data": {"me": {"email": tenant.viewer}}}
 
 
+async def test_websocket_messages_that_are_not_json_objects_close_the_socket_with_4400(
+    live_server: str, world: World
+) -> None:
+    """A message of null, a list or a number crashed the protocol handler (no close frame),
+    and so did JSON nested deeper than Python's parser recurses."""
+    tenant = await world.tenant("bounds-ws-msg", clients=0)
+    for message in ("null", "[]", "7", '"subscribe"', "[" * 5000 + "]" * 5000, '{"a": [[[[[[' * 20):
+        async with connect(
+            ws_url(live_server), subprotocols=[Subprotocol("graphql-transport-ws")]
+        ) as ws:
+            payload = world.headers(tenant.viewer)
+            await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+            assert (await receive(ws))["type"] == "connection_ack"
+            await ws.send(message)
+            with pytest.raises(ConnectionClosed) as closed:
+                await receive(ws)
+        assert closed.value.rcvd is not None, message[:20]
+        assert closed.value.rcvd.code == 4400, (message[:20], closed.value.rcvd)
+
+
 async def test_a_deeply_nested_document_is_a_parse_or_validation_error(
     client: httpx.AsyncClient, world: World
 ) -> None:

@@ -28,26 +28,46 @@ from zixly.errors import BadRequestError
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"
 MAX_JSON_DEPTH = 64
+TOO_DEEP = f"the request body nests more than {MAX_JSON_DEPTH} levels deep"
+
+
+class MalformedJson(json.JSONDecodeError):
+    """JSON Zixly does not take: invalid UTF-8, or nested too deep. A JSONDecodeError, so
+    that Strawberry's WebSocket handler closes with 4400 as for any invalid JSON."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "", 0)
+        self.reason = message
+
+
+def load_json(body: bytes | str) -> Any:
+    """JSON from UTF-8 text at most ``MAX_JSON_DEPTH`` levels deep (Python's parser would
+    raise RecursionError past about a thousand levels), or a JSONDecodeError."""
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+    except UnicodeDecodeError:
+        raise MalformedJson("the request body is not valid UTF-8") from None
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise MalformedJson(TOO_DEEP) from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise MalformedJson(TOO_DEEP)
+    return data
 
 
 def decode_body(body: bytes | str) -> dict[str, Any]:
     """A GraphQL-over-HTTP POST body as its JSON object, or BadRequestError."""
     try:
-        text = body.decode("utf-8") if isinstance(body, bytes) else body
-    except UnicodeDecodeError:
-        raise BadRequestError("the request body is not valid UTF-8") from None
-    try:
-        data = json.loads(text)
-    except RecursionError:
-        raise _too_deep() from None
+        data = load_json(body)
+    except MalformedJson as malformed:
+        raise BadRequestError(malformed.reason) from None
     except ValueError:
         raise BadRequestError("the request body is not valid JSON") from None
     if isinstance(data, list):
         raise BadRequestError("batched requests are not supported: send one operation")
     if not isinstance(data, dict):
         raise BadRequestError("the request body must be a JSON object")
-    if _depth(data) > MAX_JSON_DEPTH:
-        raise _too_deep()
     for name, kind, what in (
         ("query", str, "a string"),
         ("operationName", str, "a string"),
@@ -58,10 +78,6 @@ def decode_body(body: bytes | str) -> dict[str, Any]:
         if value is not None and not isinstance(value, kind):
             raise BadRequestError(f"{name} must be {what} when given", field=name)
     return data
-
-
-def _too_deep() -> BadRequestError:
-    return BadRequestError(f"the request body nests more than {MAX_JSON_DEPTH} levels deep")
 
 
 def _depth(value: Any) -> int:

@@ -66,8 +66,17 @@ class ZixlyGraphQL(GraphQL[Context, None]):
             response.headers["content-type"] = media_type
         await response(scope, receive, send)
 
-    def decode_json(self, data: str | bytes) -> object:
+    def parse_json(self, data: str | bytes) -> Any:
+        """An HTTP body: one well-formed request, or BAD_REQUEST."""
         return http_requests.decode_body(data)
+
+    def decode_json(self, data: str | bytes) -> object:
+        """A WebSocket message: a bounded JSON object, else a JSONDecodeError (Strawberry
+        closes the socket with 4400; a message that is not an object would crash it)."""
+        message = http_requests.load_json(data)
+        if not isinstance(message, dict):
+            raise http_requests.MalformedJson("a message must be a JSON object")
+        return message
 
     async def execute_single(
         self,
