@@ -512,7 +512,7 @@ async def test_no_websocket_handshake_or_message_breaks_the_server(
     token = world.headers(tenant.viewer)["Authorization"]
     valid = {"Authorization": token}
     payloads = st.one_of(
-        *[st.just(valid)] * 3,
+        *[st.just(valid)] * 6,
         st.just({**valid, "X-Zixly-Tenant": tenant.slug}),
         st.fixed_dictionaries(
             {},
@@ -536,6 +536,7 @@ async def test_no_websocket_handshake_or_message_breaks_the_server(
     examples = collect(st.tuples(payloads, messages), WS_CONNECTIONS)
     outcomes: Counter[str] = Counter()
     for n, (payload, message) in enumerate(examples):
+        stage = "init"
         if n % 10 == 0:
             await unblock(services)
         where = f"init {payload!r} then {message!r}"[:600]
@@ -547,6 +548,7 @@ async def test_no_websocket_handshake_or_message_breaks_the_server(
                 async with asyncio.timeout(5):
                     first = json.loads(await ws.recv())
                 assert first["type"] == "connection_ack", (where, first)
+                stage = "message"
                 await ws.send(message)
                 async with asyncio.timeout(2):
                     answer = await ws.recv()
@@ -554,13 +556,13 @@ async def test_no_websocket_handshake_or_message_breaks_the_server(
                 parsed = json.loads(answer)
                 if parsed.get("type") == "error":
                     check_errors(parsed["payload"], where)
-                outcomes[f"answered {parsed.get('type')}"] += 1
+                outcomes[f"message answered {parsed.get('type')}"] += 1
         except ConnectionClosed as closed:
             code = closed.rcvd.code if closed.rcvd else -1
             assert code in CLIENT_CLOSE_CODES, (where, code)
-            outcomes[f"closed {code}"] += 1
+            outcomes[f"{stage} closed {code}"] += 1
         except TimeoutError:
-            outcomes["no answer"] += 1  # e.g. a pong, or a complete for no operation
+            outcomes[f"{stage} no answer"] += 1  # e.g. after a pong, or a complete
     report(
         capsys,
         f"fuzz of WebSocket handshakes: {len(examples)} connections, {dict(outcomes)}",

@@ -10,8 +10,8 @@ the phase that produced them:
 - ``INTERNAL``: anything else (an error during execution that Zixly did not raise).
 
 Input errors (``BAD_USER_INPUT``, ``VALIDATION_ERROR``) found while coercing get a ``field``
-when the error does not name one: the variable and its path (``r.start``), or the argument
-and input fields a literal sits in.
+when the error does not name one: the innermost argument or input field, as the resolvers'
+own errors name it (``start`` of a date range, whether written inline or as ``$r``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from graphql import (
     GraphQLSyntaxError,
     Node,
     ObjectFieldNode,
+    VariableNode,
     Visitor,
     visit,
 )
@@ -59,9 +60,15 @@ def with_code(error: GraphQLError, phase: str, document: DocumentNode | None) ->
 
 
 def _field(error: GraphQLError, document: DocumentNode | None) -> str | None:
+    """The innermost argument or input field the error is about, as the resolvers' own
+    errors name it (``start`` of ``range``, ``value`` of ``input``)."""
     variable = _VARIABLE.match(error.message)
     if variable is not None:
-        return variable[1] + (variable[2] or "").replace("[", ".").replace("]", "")
+        names = [part for part in re.split(r"[.\[\]]", variable[2] or "") if part]
+        names = [part for part in names if not part.isdigit()]
+        if names:
+            return names[-1]
+        return _argument_of(document, variable[1]) or variable[1]
     if document is None or not error.nodes:
         return None
     finder = _Enclosing(error.nodes[0])
@@ -69,18 +76,36 @@ def _field(error: GraphQLError, document: DocumentNode | None) -> str | None:
     return finder.found
 
 
-class _Enclosing(Visitor):
-    """The names of the arguments and input fields around ``target``, outermost first."""
+def _argument_of(document: DocumentNode | None, variable: str) -> str | None:
+    """The argument (or input field) a variable is passed to."""
+    if document is None:
+        return None
+    finder = _Enclosing(None, variable=variable)
+    visit(document, finder)
+    return finder.found
 
-    def __init__(self, target: Node) -> None:
+
+class _Enclosing(Visitor):
+    """The name of the innermost argument or input field around ``target`` (or around the
+    first use of ``variable``)."""
+
+    def __init__(self, target: Node | None, variable: str | None = None) -> None:
         super().__init__()
         self.target = target
+        self.variable = variable
         self.found: str | None = None
 
     def enter(self, node: Node, _key: Any, parent: Any, _path: Any, ancestors: Any) -> Any:
-        if node is not self.target:
+        if self.variable is not None:
+            if not (isinstance(node, VariableNode) and node.name.value == self.variable):
+                return None
+            if not isinstance(parent, ArgumentNode | ObjectFieldNode | list):
+                return None  # the variable's own definition
+        elif node is not self.target:
             return None
         around = [*ancestors, parent]  # graphql-core's ancestors exclude the parent
         names = [a.name.value for a in around if isinstance(a, ArgumentNode | ObjectFieldNode)]
-        self.found = ".".join(names) or None
+        if not names:
+            return None
+        self.found = names[-1]
         return BREAK

@@ -68,6 +68,12 @@ def decode_body(body: bytes | str) -> dict[str, Any]:
         raise BadRequestError("batched requests are not supported: send one operation")
     if not isinstance(data, dict):
         raise BadRequestError("the request body must be a JSON object")
+    check_request(data)
+    return data
+
+
+def check_request(data: dict[str, Any]) -> None:
+    """The GraphQL request parameters are of their types (BadRequestError naming one)."""
     for name, kind, what in (
         ("query", str, "a string"),
         ("operationName", str, "a string"),
@@ -77,7 +83,26 @@ def decode_body(body: bytes | str) -> dict[str, Any]:
         value = data.get(name)
         if value is not None and not isinstance(value, kind):
             raise BadRequestError(f"{name} must be {what} when given", field=name)
-    return data
+
+
+def load_message(text: str | bytes) -> dict[str, Any]:
+    """A graphql-transport-ws message, checked as far as Strawberry's handler relies on it
+    (it crashes on a message that is not an object, an id that is not a string, or a
+    subscribe payload that is not a request), else MalformedJson: the socket closes 4400."""
+    message = load_json(text)
+    if not isinstance(message, dict):
+        raise MalformedJson("a message must be a JSON object")
+    if not isinstance(message.get("id", ""), str):
+        raise MalformedJson("a message's id must be a string")
+    if message.get("type") == "subscribe":
+        payload = message.get("payload")
+        if not isinstance(payload, dict):
+            raise MalformedJson("subscribe needs a payload object")
+        try:
+            check_request(payload)
+        except BadRequestError as error:
+            raise MalformedJson(error.message) from None
+    return message
 
 
 def _depth(value: Any) -> int:
