@@ -465,13 +465,16 @@ async def test_other_requests_are_served_by_strawberry(
 ) -> None:
     query = "query Q($r: DateRangeInput!) { financials(range: $r, first: 1) { nodes { id } } }"
     body = {"query": query, "variables": {"r": RANGE}}
-    # Another operation name than the document's: Strawberry reports it.
+    # Another operation name than the document's: a request error (200 for application/json).
     response, outcome = await _post(client, {**body, "operationName": "Nope"}, arranged.headers)
-    assert (outcome, response.status_code) == ("fallback", 400)
-    assert response.text == 'Unknown operation named "Nope".'
-    # A batch (not enabled): Strawberry's 400.
+    assert (outcome, response.status_code) == ("fallback", 200)
+    [error] = response.json()["errors"]
+    assert error["message"] == 'Unknown operation named "Nope".'
+    assert error["extensions"] == {"code": "BAD_REQUEST"}
+    # A batch (not supported): not a well-formed request, 400.
     response, outcome = await _post(client, [body], arranged.headers)
     assert (outcome, response.status_code) == ("fallback", 400)
+    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
     # Request extensions are Strawberry's business (it gets the body the wrapper read).
     response, outcome = await _post(client, {**body, "extensions": {"x": 1}}, arranged.headers)
     assert outcome == "fallback" and len(response.json()["data"]["financials"]["nodes"]) == 1
@@ -509,9 +512,11 @@ async def test_other_requests_are_served_by_strawberry(
         pytest.param({"r": RANGE, "c": "not-a-uuid"}, "VALIDATION_ERROR", id="bad-client-id"),
         pytest.param({"r": RANGE, "after": "garbage"}, "VALIDATION_ERROR", id="garbage-cursor"),
         pytest.param(
-            {"r": {"start": "2024-13-01", "end": "2024-03-01"}}, None, id="variable-coercion"
+            {"r": {"start": "2024-13-01", "end": "2024-03-01"}},
+            "BAD_USER_INPUT",
+            id="variable-coercion",
         ),
-        pytest.param({"r": RANGE, "first": "ten"}, None, id="variable-type"),
+        pytest.param({"r": RANGE, "first": "ten"}, "BAD_USER_INPUT", id="variable-type"),
     ],
 )
 async def test_argument_errors_are_strawberrys(
@@ -1088,12 +1093,12 @@ async def test_unsupported_financial_summary_shapes_are_served_by_strawberry(
         ),
         pytest.param(
             {"r": {"start": "2024-01-01", "end": "2024-02-01"}, "g": "HOUR"},
-            None,
+            "BAD_USER_INPUT",
             id="unknown-granularity",
         ),
         pytest.param(
             {"r": {"start": "2024-01-01", "end": "2024-02-01"}, "g": None},
-            None,
+            "BAD_USER_INPUT",
             id="null-granularity",
         ),
     ],

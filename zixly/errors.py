@@ -43,6 +43,14 @@ class ValidationError(ZixlyError):
         super().__init__(message, **details)
 
 
+class BadRequestError(ZixlyError):
+    """A request that is not what the endpoint takes (a body that is not a JSON object,
+    invalid UTF-8, a malformed header...), refused before its content is looked at."""
+
+    code = "BAD_REQUEST"
+    http_status = 400
+
+
 class NotFoundError(ZixlyError):
     code = "NOT_FOUND"
     http_status = 404

@@ -10,7 +10,8 @@ from sqlalchemy import text
 from zixly.auth.principal import Principal, Role
 from zixly.auth.verifier import RefusedClaims, TokenVerifier, claim
 from zixly.db.session import Database, Scope, UnitOfWork
-from zixly.errors import AuthenticationError, ForbiddenError
+from zixly.domain.bounds import storable
+from zixly.errors import AuthenticationError, BadRequestError, ForbiddenError
 from zixly.outages import typed_outages
 from zixly.settings import Settings
 
@@ -77,12 +78,16 @@ class Authenticator:
         With ``uow`` the look-up opens that unit of work already scoped to the principal's
         tenant; without, it runs in a transaction of its own (WebSocket connections).
         """
+        if tenant_header is not None and not storable(tenant_header):
+            raise BadRequestError(
+                "X-Zixly-Tenant must be a tenant slug or id", field="X-Zixly-Tenant"
+            )
         claims = await self.verifier.verify(bearer_token(authorization))
         email = claim(claims, self.settings.email_claim)
-        if not isinstance(email, str) or "@" not in email:
+        if not isinstance(email, str) or "@" not in email or not storable(email):
             raise RefusedClaims(f"token has no usable {self.settings.email_claim!r} claim")
         tenant = claim(claims, self.settings.tenant_claim) or tenant_header
-        if tenant is not None and not isinstance(tenant, str):
+        if tenant is not None and (not isinstance(tenant, str) or not storable(tenant)):
             raise RefusedClaims("token's tenant claim must be a string")
         params: dict[str, Any] = {
             "email": email,

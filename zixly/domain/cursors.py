@@ -53,7 +53,9 @@ class CursorCodec:
 
     def decode(self, tenant_id: uuid.UUID | None, listing: str, cursor: str) -> list[Any]:
         invalid = ValidationError("malformed or foreign cursor", field="after")
-        if len(cursor) > MAX_CURSOR_LENGTH or cursor.count(".") != 1:
+        # A cursor is ASCII (base64url and a dot): anything else cannot be one of ours, and
+        # neither the MAC comparison nor the base64 decoder takes other text.
+        if len(cursor) > MAX_CURSOR_LENGTH or not cursor.isascii() or cursor.count(".") != 1:
             raise invalid
         payload, mac = cursor.split(".")
         if not hmac.compare_digest(mac, self._mac(tenant_id, listing, payload.encode())):

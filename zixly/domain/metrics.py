@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zixly.db.models import CustomMetric
 from zixly.db.rows import AnyRow
+from zixly.domain.bounds import OutOfBounds, check_instant, fixed_point
 from zixly.domain.clients import ClientRepository
 from zixly.domain.embeddings import Embedder, metric_text
 from zixly.domain.pages import Page, split_page
@@ -34,7 +35,6 @@ COLUMNS = (
 
 METRIC_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 # numeric(14, 4): at most 10 digits before the point.
-MAX_ABS_VALUE = Decimal("1e10")
 MAX_UNIT_LENGTH = 40
 MAX_DESCRIPTION_LENGTH = 1000
 MAX_NEIGHBOURS = 50
@@ -69,10 +69,10 @@ class NewMetric:
                 "with a letter, at most 63 characters",
                 field="metricName",
             )
-        if not value.is_finite():
-            raise ValidationError("value must be a finite number", field="value")
-        if abs(value) >= MAX_ABS_VALUE:
-            raise ValidationError("value must be less than 10^10 in magnitude", field="value")
+        try:  # the column is NUMERIC(14,4)
+            value = fixed_point(value, precision=14, scale=4)
+        except OutOfBounds as bad:
+            raise ValidationError(f"value {bad}", field="value") from None
         if unit is not None and not 0 < len(unit) <= MAX_UNIT_LENGTH:
             raise ValidationError(f"unit must have 1 to {MAX_UNIT_LENGTH} characters", field="unit")
         if description is not None and len(description) > MAX_DESCRIPTION_LENGTH:
@@ -80,8 +80,10 @@ class NewMetric:
                 f"description may have at most {MAX_DESCRIPTION_LENGTH} characters",
                 field="description",
             )
-        if record_date.tzinfo is None:
-            record_date = record_date.replace(tzinfo=dt.UTC)
+        try:
+            record_date = check_instant(record_date)
+        except OutOfBounds as bad:
+            raise ValidationError(f"recordDate {bad}", field="recordDate") from None
         return cls(client_id, metric_name, value, unit, record_date, description)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from zixly.domain.bounds import OutOfBounds, check_date
 from zixly.errors import ValidationError
 
 
@@ -17,6 +18,11 @@ class DateRange:
 
     @classmethod
     def checked(cls, start: dt.date, end: dt.date, *, max_days: int) -> DateRange:
+        for day in (start, end):
+            try:
+                check_date(day)
+            except OutOfBounds as bad:
+                raise ValidationError(f"range {bad}", field="range") from None
         if end < start:
             raise ValidationError(
                 f"range end {end.isoformat()} is before its start {start.isoformat()}",

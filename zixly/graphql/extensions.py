@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 from graphql import GraphQLError
 from starlette.responses import Response
-from strawberry.extensions import MaskErrors, SchemaExtension
+from strawberry.extensions import MaskErrors, ParserCache, SchemaExtension
 
 from zixly.errors import (
     RateLimitedError,
@@ -15,6 +15,7 @@ from zixly.errors import (
     UnavailableError,
     ZixlyError,
 )
+from zixly.graphql.error_codes import EXECUTE, PARSE, VALIDATE, with_code
 from zixly.http.metrics import GRAPHQL_ERRORS, GRAPHQL_LATENCY, root_field_label
 from zixly.logging import get_logger
 from zixly.outages import unavailable
@@ -44,10 +45,29 @@ class RequestBoundary(SchemaExtension):
 
 
 class MaskUnexpectedErrors(MaskErrors):
-    """Unexpected errors become 'Unexpected error' plus the request id; the full error is logged."""
+    """Unexpected errors become 'Unexpected error' plus the request id; the full error is logged.
+    Every other error gets an ``extensions.code`` (``zixly.graphql.error_codes``)."""
 
     def __init__(self) -> None:
         super().__init__(should_mask_error=lambda error: not _is_expected(error))
+        self.phase = PARSE
+
+    def on_parse(self) -> Iterator[None]:
+        self.phase = PARSE
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        self.phase = VALIDATE
+        yield
+
+    def on_execute(self) -> Iterator[None]:
+        self.phase = EXECUTE
+        yield
+
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        document = self.execution_context.graphql_document
+        # Masked errors are INTERNAL already; with_code keeps a code that is there.
+        return [with_code(error, self.phase, document) for error in super()._process_errors(errors)]
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         context = self.execution_context.context
@@ -119,6 +139,22 @@ class RetryAfterStatus(SchemaExtension):
         outage = any(isinstance(e, ServiceUnavailableError) for e in retryable)
         if outage and getattr(ec.result, "data", None) is None:
             response.status_code = ServiceUnavailableError.http_status
+
+
+class CachedParse(ParserCache):
+    """Strawberry's parser cache, except that a document that does not parse is left to
+    Strawberry's own parse inside the operation: raised here, the error would skip every
+    extension's end of operation (masking, error codes, the request boundary)."""
+
+    def on_parse(self) -> Iterator[None]:
+        context = self.execution_context
+        try:
+            context.graphql_document = self.cached_parse_document(
+                context.query, **context.parse_options
+            )
+        except Exception:  # noqa: S110 - parsed (and reported) again by Strawberry
+            pass
+        yield
 
 
 class OperationMetrics(SchemaExtension):

@@ -10,7 +10,6 @@ from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
-    ParserCache,
     QueryDepthLimiter,
     ValidationCache,
 )
@@ -32,11 +31,14 @@ from zixly.graphql.api.subscriptions import Subscription
 from zixly.graphql.api.tenants import TenantMutation, TenantQuery
 from zixly.graphql.disclosure import disclosure_extensions
 from zixly.graphql.extensions import (
+    CachedParse,
     MaskUnexpectedErrors,
     OperationMetrics,
     RequestBoundary,
     RetryAfterStatus,
 )
+from zixly.graphql.input_checks import InputChecks
+from zixly.graphql.scalars import SCALAR_OVERRIDES
 from zixly.settings import Settings
 
 Query = merge_types(
@@ -99,6 +101,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscriptions,
+        scalar_overrides=SCALAR_OVERRIDES,
         extensions=[
             # Factories, not instances: strawberry builds fresh extensions per request.
             # The parser and validation caches are shared module-level LRUs per maxsize.
@@ -108,8 +111,9 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             RequestBoundary,
             lambda: AddValidationRules(rules),
             lambda: MaxTokensLimiter(max_token_count=settings.max_query_tokens),
-            lambda: ParserCache(maxsize=cache_size),
+            lambda: CachedParse(maxsize=cache_size),
             lambda: ValidationCache(maxsize=cache_size),
             *disclosure_extensions(settings),
+            InputChecks,  # after ValidationCache, which replaces the validation errors
         ],
     )

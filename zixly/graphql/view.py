@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
+from cross_web import AsyncHTTPRequestAdapter, HTTPException
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
-from strawberry.exceptions import ConnectionRejectionError
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UnsetType
 
 from zixly.auth.principal import Principal
-from zixly.errors import AuthenticationError, ZixlyError
+from zixly.errors import AuthenticationError, BadRequestError, ZixlyError
+from zixly.graphql import http_requests
 from zixly.graphql.context import Context, build_context
+from zixly.http.middleware import error_response
 from zixly.services import Services
 
 ANONYMOUS = Principal(
@@ -52,6 +61,82 @@ class ZixlyGraphQL(GraphQL[Context, None]):
             allowed_origins=services.settings.cors_origins,
         )
         self.services = services
+
+    # --- HTTP: a typed JSON error for every request, statuses by media type -------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope=scope, receive=receive)
+        try:
+            response = await self.run(request)
+        except (HTTPException, ZixlyError) as exc:
+            error = exc if isinstance(exc, ZixlyError) else BadRequestError(exc.reason)
+            if isinstance(exc, HTTPException):
+                error.http_status = exc.status_code
+            response = error_response(error, scope.get("state", {}).get("request_id", ""))
+        status = getattr(request.state, "graphql_status", None)
+        if status is not None:
+            response.status_code = status
+        media_type = http_requests.response_media_type(request.headers)
+        if response.media_type == http_requests.JSON and media_type != http_requests.JSON:
+            response.headers["content-type"] = media_type
+        await response(scope, receive, send)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        """An HTTP body: one well-formed request, or BAD_REQUEST."""
+        return http_requests.decode_body(data)
+
+    def decode_json(self, data: str | bytes) -> object:
+        """A WebSocket message, else a JSONDecodeError (Strawberry closes with 4400)."""
+        return http_requests.load_message(data)
+
+    async def execute_single(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        sub_response: Response,
+        context: Context,
+        root_value: None,
+        request_data: GraphQLRequestData,
+    ) -> ExecutionResult:
+        """Queries and mutations over POST (subscriptions need the WebSocket); an operation
+        that cannot be determined or run here is a request error with a code."""
+        if request_adapter.method != "POST":  # GET serves only the GraphiQL page
+            raise BadRequestError("operations are served over POST only")
+        try:
+            return await self.schema.execute(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types={OperationType.QUERY, OperationType.MUTATION},
+                operation_extensions=request_data.extensions,
+            )
+        except MissingQueryError:
+            raise BadRequestError("the request has no query", field="query") from None
+        except CannotGetOperationTypeError as exc:
+            message = exc.as_http_error_reason()
+        except InvalidOperationTypeError as exc:
+            message = (
+                f"{exc.operation_type.value} operations are not served over HTTP: "
+                "subscribe over the WebSocket (graphql-transport-ws)"
+            )
+        error = GraphQLError(message, extensions={"code": "BAD_REQUEST"})
+        return ExecutionResult(data=None, errors=[error])
+
+    async def process_result(self, request: Request, result: Any) -> GraphQLHTTPResponse:
+        response = await super().process_result(request, result)
+        errors = cast("list[dict[str, Any]]", response.get("errors") or [])
+        if result.data is None and errors and all(e.get("path") is None for e in errors):
+            # A request error: nothing executed.
+            media_type = http_requests.response_media_type(request.headers)
+            request.state.graphql_status = http_requests.request_error_status(media_type, errors)
+            if media_type == http_requests.GRAPHQL_RESPONSE:
+                response.pop("data", None)
+        return response
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket

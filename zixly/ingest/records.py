@@ -8,7 +8,8 @@ exactly what will be stored: amounts as ``Decimal`` with exactly 2 places (4 for
 values; no rounding anywhere), dates as checked YYYY-MM-DD text, instants in UTC.
 
 Checks: types and lengths of every string (no control characters or lone surrogates,
-nothing absurdly long); real calendar dates (2026-02-30 is refused); amounts that are
+nothing absurdly long); real calendar dates (2026-02-30 is refused) and instants within
+``zixly.domain.bounds``' documented range (never infinity); amounts that are
 numbers, finite and fit ``NUMERIC(14,2)`` (``NUMERIC(14,4)`` for metric values); AUD only
 (templates convert);
 ``net_profit`` = revenue - expenses to the cent when given; one record per natural key in
@@ -35,6 +36,7 @@ from decimal import Decimal, InvalidOperation
 from operator import itemgetter
 from typing import Any
 
+from zixly.domain.bounds import OutOfBounds, check_date, check_instant, fixed_point
 from zixly.domain.metrics import METRIC_NAME
 from zixly.errors import ValidationError
 
@@ -43,11 +45,10 @@ MAX_ID_LENGTH = 200
 MAX_NAME_LENGTH = 200
 MAX_LABEL_LENGTH = 100
 MAX_UNIT_LENGTH = 40
-MIN_YEAR, MAX_YEAR = 1900, 2200
 CURRENCY = "AUD"
-# NUMERIC(14,2): 12 digits before the point; NUMERIC(14,4): 10.
-MONEY_LIMIT = Decimal(10) ** 12
-METRIC_LIMIT = Decimal(10) ** 10
+# The columns: NUMERIC(14,2) for amounts, NUMERIC(14,4) for metric values.
+MONEY_COLUMN = (14, 2)
+METRIC_COLUMN = (14, 4)
 SOURCE_SYSTEM = re.compile(r"^[a-z][a-z0-9_.-]{0,39}$")
 RESERVED_SOURCES = frozenset({"manual"})  # what people enter through GraphQL
 _ISO_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
@@ -123,9 +124,8 @@ def _text(max_length: int) -> Callable[[Any], str]:
     return parse
 
 
-def _amount(limit: Decimal, places: int) -> Callable[[Any], Decimal]:
-    step = Decimal(1).scaleb(-places)
-    low = -limit
+def _amount(column: tuple[int, int]) -> Callable[[Any], Decimal]:
+    precision, scale = column
 
     def parse(value: Any) -> Decimal:
         number: Decimal
@@ -141,16 +141,12 @@ def _amount(limit: Decimal, places: int) -> Callable[[Any], Decimal]:
                 raise _Bad("must be a number") from None
         else:
             raise _Bad("must be a number")
-        if not number.is_finite():
-            raise _Bad("must be a finite number")
-        if not low < number < limit:
-            raise _Bad(f"must be less than {limit:,.0f} in magnitude")
         # The canonical text PostgreSQL gets: 0E+5000 or 1.000...0 (any number of zeros) are
         # valid amounts, but numeric input refuses exponents beyond 1000 and 16383 decimals.
-        exact = number.quantize(step)
-        if exact != number:
-            raise _Bad(f"must have at most {places} decimal places")
-        return exact
+        try:
+            return fixed_point(number, precision=precision, scale=scale)
+        except OutOfBounds as bad:
+            raise _Bad(str(bad)) from None
 
     return parse
 
@@ -164,8 +160,10 @@ def _date(value: Any) -> str:
         parsed = dt.date.fromisoformat(value)
     except ValueError:
         raise _Bad(f"{value} is not a calendar date") from None
-    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
-        raise _Bad(f"must be between {MIN_YEAR} and {MAX_YEAR}")
+    try:
+        check_date(parsed)
+    except OutOfBounds as bad:
+        raise _Bad(str(bad)) from None
     return value
 
 
@@ -179,12 +177,9 @@ def _instant(value: Any) -> dt.datetime:
     if parsed.tzinfo is None:
         raise _Bad("must include a UTC offset (e.g. +10:00 or Z)")
     try:
-        parsed = parsed.astimezone(dt.UTC)
-    except OverflowError:  # 9999-12-31T23:00:00-10:00 is in year 10000 in UTC
-        raise _Bad(f"must be between {MIN_YEAR} and {MAX_YEAR}") from None
-    if not MIN_YEAR <= parsed.year <= MAX_YEAR:
-        raise _Bad(f"must be between {MIN_YEAR} and {MAX_YEAR}")
-    return parsed
+        return check_instant(parsed)
+    except OutOfBounds as bad:
+        raise _Bad(str(bad)) from None
 
 
 def _currency(value: Any) -> str:
@@ -202,8 +197,8 @@ def _metric_name(value: Any) -> str:
     return value
 
 
-_money = _amount(MONEY_LIMIT, 2)
-_metric_value = _amount(METRIC_LIMIT, 4)
+_money = _amount(MONEY_COLUMN)
+_metric_value = _amount(METRIC_COLUMN)
 _id = _text(MAX_ID_LENGTH)
 _name = _text(MAX_NAME_LENGTH)
 _label = _text(MAX_LABEL_LENGTH)

@@ -11,7 +11,6 @@ replayed, so the client gets Strawberry's answer or error.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from typing import Any
@@ -22,11 +21,13 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from zixly.errors import RateLimitedError, UnavailableError, ZixlyError
+from zixly.errors import BadRequestError, RateLimitedError, UnavailableError, ZixlyError
 from zixly.graphql.api.analytics import REPORT_FIELDS
 from zixly.graphql.compiled.planner import Plan, Planner
 from zixly.graphql.compiled.render import render
 from zixly.graphql.context import build_context
+from zixly.graphql.http_requests import decode_body, response_media_type
+from zixly.graphql.input_checks import unstorable_in
 from zixly.graphql.view import ANONYMOUS, ZixlyGraphQL
 from zixly.http.metrics import GRAPHQL_LATENCY, REGISTRY
 from zixly.http.middleware import error_response
@@ -87,7 +88,8 @@ class CompiledGraphQL:
             await self.view(scope, _replay(messages, receive), send)
             return
         COMPILED_REQUESTS.labels("hit").inc()
-        await Response(content, media_type="application/json")(scope, receive, send)
+        media_type = response_media_type(Headers(scope=scope))
+        await Response(content, media_type=media_type)(scope, receive, send)
 
     async def _answer(self, scope: Scope, body: bytes) -> tuple[Plan, bytes] | None:
         request = _graphql_request(body)
@@ -131,13 +133,11 @@ def _accepts_plain_json(scope: Scope) -> bool:
 
 
 def _graphql_request(body: bytes) -> tuple[str, dict[str, Any] | None, str | None] | None:
-    """query, variables and operationName of a single (not batched) request, when each is
-    of the type Strawberry accepts and no request extensions are given."""
+    """query, variables and operationName of a single (not batched), well-formed request
+    whose variables PostgreSQL can store, when no request extensions are given."""
     try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
+        data = decode_body(body)
+    except BadRequestError:
         return None
     query, variables = data.get("query"), data.get("variables")
     operation_name = data.get("operationName")
@@ -146,6 +146,7 @@ def _graphql_request(body: bytes) -> tuple[str, dict[str, Any] | None, str | Non
         or not isinstance(variables, dict | None)
         or not isinstance(operation_name, str | None)
         or data.get("extensions")
+        or unstorable_in(variables, "variables") is not None
     ):
         return None
     return query, variables, operation_name

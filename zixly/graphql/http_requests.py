@@ -1,0 +1,165 @@
+"""The GraphQL-over-HTTP request and response envelope: what a well-formed request is, and
+which status and media type a response gets.
+
+A POST body must be UTF-8 JSON (at most ``MAX_JSON_DEPTH`` levels deep), an object (one
+operation: batches are not supported), with ``query`` a string and ``variables`` and
+``extensions`` objects when given; anything else is ``BAD_REQUEST`` with status 400,
+whatever the Accept header says (the GraphQL-over-HTTP specification: a request that is not
+well-formed SHOULD get a 4xx).
+
+For well-formed requests the status follows the response's media type, chosen from the
+Accept header. ``application/graphql-response+json`` (when the client accepts it at least
+as much as ``application/json``): a response without data (a request error: parse,
+validation, an operation that cannot be determined or run over HTTP, variables that do
+not coerce) is a 400. ``application/json`` (also without an Accept header or with
+``*/*``, so that existing clients keep working): 200, as the specification recommends
+for that media type; the error's ``extensions.code`` tells what happened.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.datastructures import Headers
+
+from zixly.errors import BadRequestError
+
+GRAPHQL_RESPONSE = "application/graphql-response+json"
+JSON = "application/json"
+MAX_JSON_DEPTH = 64
+TOO_DEEP = f"the request body nests more than {MAX_JSON_DEPTH} levels deep"
+
+
+class MalformedJson(json.JSONDecodeError):
+    """JSON Zixly does not take: invalid UTF-8, or nested too deep. A JSONDecodeError, so
+    that Strawberry's WebSocket handler closes with 4400 as for any invalid JSON."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "", 0)
+        self.reason = message
+
+
+def load_json(body: bytes | str) -> Any:
+    """JSON from UTF-8 text at most ``MAX_JSON_DEPTH`` levels deep (Python's parser would
+    raise RecursionError past about a thousand levels), or a JSONDecodeError."""
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+    except UnicodeDecodeError:
+        raise MalformedJson("the request body is not valid UTF-8") from None
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise MalformedJson(TOO_DEEP) from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise MalformedJson(TOO_DEEP)
+    return data
+
+
+def decode_body(body: bytes | str) -> dict[str, Any]:
+    """A GraphQL-over-HTTP POST body as its JSON object, or BadRequestError."""
+    try:
+        data = load_json(body)
+    except MalformedJson as malformed:
+        raise BadRequestError(malformed.reason) from None
+    except ValueError:
+        raise BadRequestError("the request body is not valid JSON") from None
+    if isinstance(data, list):
+        raise BadRequestError("batched requests are not supported: send one operation")
+    if not isinstance(data, dict):
+        raise BadRequestError("the request body must be a JSON object")
+    check_request(data)
+    return data
+
+
+def check_request(data: dict[str, Any]) -> None:
+    """The GraphQL request parameters are of their types (BadRequestError naming one)."""
+    for name, kind, what in (
+        ("query", str, "a string"),
+        ("operationName", str, "a string"),
+        ("variables", dict, "an object"),
+        ("extensions", dict, "an object"),
+    ):
+        value = data.get(name)
+        if value is not None and not isinstance(value, kind):
+            raise BadRequestError(f"{name} must be {what} when given", field=name)
+
+
+def load_message(text: str | bytes) -> dict[str, Any]:
+    """A graphql-transport-ws message, checked as far as Strawberry's handler relies on it
+    (it crashes on a message that is not an object, an id that is not a string, or a
+    subscribe payload that is not a request), else MalformedJson: the socket closes 4400."""
+    message = load_json(text)
+    if not isinstance(message, dict):
+        raise MalformedJson("a message must be a JSON object")
+    if not isinstance(message.get("id", ""), str):
+        raise MalformedJson("a message's id must be a string")
+    if message.get("type") == "subscribe":
+        payload = message.get("payload")
+        if not isinstance(payload, dict):
+            raise MalformedJson("subscribe needs a payload object")
+        try:
+            check_request(payload)
+        except BadRequestError as error:
+            raise MalformedJson(error.message) from None
+    return message
+
+
+def _depth(value: Any) -> int:
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _quality(accept: str, media: str) -> float:
+    best = 0.0
+    for part in accept.split(","):
+        kind, *params = (p.strip() for p in part.split(";"))
+        if kind.lower() not in (media, "*/*", media.split("/")[0] + "/*"):
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+                if not 0.0 <= q <= 1.0:  # also NaN
+                    q = 0.0
+        best = max(best, q if kind.lower() == media else q - 0.001)  # exact beats wildcard
+    return best
+
+
+def response_media_type(headers: Headers) -> str:
+    """``application/graphql-response+json`` when the client prefers it, else
+    ``application/json``."""
+    accept = headers.get("accept", "")
+    if GRAPHQL_RESPONSE not in accept.lower():
+        return JSON
+    return (
+        GRAPHQL_RESPONSE if _quality(accept, GRAPHQL_RESPONSE) >= _quality(accept, JSON) else JSON
+    )
+
+
+def request_error_status(media_type: str, errors: list[dict[str, Any]]) -> int:
+    """The status of a response without data: 200 for application/json, else by code."""
+    if media_type != GRAPHQL_RESPONSE:
+        return 200
+    codes = {(e.get("extensions") or {}).get("code") for e in errors}
+    for code, status in (("UNAUTHENTICATED", 401), ("FORBIDDEN", 403), ("RATE_LIMITED", 429)):
+        if code in codes:
+            return status
+    return 400
