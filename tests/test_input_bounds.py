@@ -127,6 +127,8 @@ async def test_validation_errors_carry_a_code_and_statuses_follow_the_accept_hea
     cases = [
         ("{", None, "GRAPHQL_PARSE_FAILED"),
         ("{ nope }", None, "GRAPHQL_VALIDATION_FAILED"),
+        ("{}", None, "GRAPHQL_VALIDATION_FAILED"),  # the depth limit raised ValueError
+        ("{ me {} }", None, "GRAPHQL_VALIDATION_FAILED"),
         ('{ clients(first: "x") { nodes { id } } }', None, "GRAPHQL_VALIDATION_FAILED"),
         ("query($x: Int) { me { email } }", None, "GRAPHQL_VALIDATION_FAILED"),  # unused
         ("{ " + "me { " * 20 + "}" * 20 + " }", None, "GRAPHQL_VALIDATION_FAILED"),  # depth

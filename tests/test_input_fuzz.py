@@ -271,6 +271,14 @@ def collect(strategy: st.SearchStrategy[Any], count: int) -> list[Any]:
 # --- checks -------------------------------------------------------------------------------------
 
 
+def storable_utf8(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_errors(errors: Any, where: str) -> list[str]:
     assert isinstance(errors, list), where
     found = []
@@ -338,11 +346,25 @@ async def test_no_http_input_gets_a_5xx_or_an_internal_error(
         "viewer": world.headers(tenant.viewer),
         "other tenant": world.headers(tenant.admin, tenant=other.slug),
     }
+    # Claims JSON can carry (a token with a lone surrogate cannot even be encoded).
+    claim_text = st.one_of(
+        st.sampled_from([t for t in NASTY_TEXT if storable_utf8(t)]),
+        st.text(st.characters(exclude_categories=("Cs",)), max_size=40),
+    )
+    lifetimes = st.sampled_from([None, -3600, 0, 1, 10**9])
+    emails = [tenant.admin, tenant.viewer, "nobody@example.com"]
     headers = st.fixed_dictionaries(
         {
             "auth": st.one_of(
                 *[st.just(tokens["admin"])] * 6,
                 st.sampled_from(list(tokens.values())),
+                # Tokens correctly signed, with odd claims: any email, tenant and lifetime.
+                st.tuples(claim_text, st.one_of(st.none(), claim_text), lifetimes).map(
+                    lambda claims: world.headers(claims[0], tenant=claims[1], ttl_seconds=claims[2])
+                ),
+                st.tuples(st.sampled_from(emails), claim_text).map(
+                    lambda claims: world.headers(claims[0], tenant=claims[1])
+                ),
                 header_text.map(lambda t: {"Authorization": t}),
                 header_text.map(lambda t: {"Authorization": f"Bearer {t}"}),
                 st.just({}),
@@ -531,7 +553,7 @@ async def test_no_websocket_handshake_or_message_breaks_the_server(
             optional={"id": st.one_of(text, json_values), "payload": json_values},
         ).map(json.dumps),
         st.binary(max_size=100),
-        text,
+        text.filter(storable_utf8),  # a text frame is UTF-8: a lone surrogate cannot be sent
     )
     examples = collect(st.tuples(payloads, messages), WS_CONNECTIONS)
     outcomes: Counter[str] = Counter()

@@ -29,6 +29,7 @@ from graphql import (
     Visitor,
     visit,
 )
+from graphql.validation import ASTValidationRule, ValidationContext
 from strawberry.extensions import SchemaExtension
 
 from zixly.domain.bounds import storable
@@ -88,6 +89,31 @@ def unstorable_argument(document: DocumentNode, variables: Mapping[str, Any] | N
                 if found is not None:
                     return found
     return None
+
+
+def guarded(rule: type[ASTValidationRule]) -> type[ASTValidationRule]:
+    """``rule`` reporting a validation error where it would raise: Strawberry's depth limit
+    computes ``max()`` over a selection set that graphql-core lets be empty (``{}``) and
+    recurses once per level, and a rule that raises escapes the operation's error handling.
+    """
+
+    class Guarded(rule):  # type: ignore[valid-type,misc]
+        def __init__(self, context: ValidationContext) -> None:
+            try:
+                super().__init__(context)
+            except (ValueError, RecursionError) as exc:
+                ASTValidationRule.__init__(self, context)
+                reason = (
+                    "the document is nested too deeply"
+                    if isinstance(exc, RecursionError)
+                    else "a selection set is empty"
+                )
+                context.report_error(
+                    GraphQLError(reason, extensions={"code": "GRAPHQL_VALIDATION_FAILED"})
+                )
+
+    Guarded.__name__ = Guarded.__qualname__ = f"Guarded{rule.__name__}"
+    return Guarded
 
 
 def several_operations(document: DocumentNode) -> bool:

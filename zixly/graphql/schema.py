@@ -37,7 +37,7 @@ from zixly.graphql.extensions import (
     RequestBoundary,
     RetryAfterStatus,
 )
-from zixly.graphql.input_checks import InputChecks
+from zixly.graphql.input_checks import InputChecks, guarded
 from zixly.graphql.scalars import SCALAR_OVERRIDES
 from zixly.settings import Settings
 
@@ -89,8 +89,11 @@ def limit_rules(settings: Settings) -> list[type[ASTValidationRule]]:
     the validation cache keys on the rule classes: built per request they never hit it.
     """
     return [
-        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
-        *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
+        guarded(rule)
+        for rule in (
+            *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
+            *MaxAliasesLimiter(max_alias_count=settings.max_aliases).validation_rules,
+        )
     ]
 
 
