@@ -351,7 +351,8 @@ async def test_no_http_input_gets_a_5xx_or_an_internal_error(
         st.sampled_from([t for t in NASTY_TEXT if storable_utf8(t)]),
         st.text(st.characters(exclude_categories=("Cs",)), max_size=40),
     )
-    lifetimes = st.sampled_from([None, -3600, 0, 1, 10**9])
+    # Lifetimes that minting accepts (over-long or expired tokens: tests/test_edges.py).
+    lifetimes = st.sampled_from([None, 1, 60, 86_400])
     emails = [tenant.admin, tenant.viewer, "nobody@example.com"]
     headers = st.fixed_dictionaries(
         {
