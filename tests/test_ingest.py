@@ -24,15 +24,15 @@ from tests.conftest import (
     other_app,
     plain_dsn,
 )
-from zixly.embedded import Endpoints
-from zixly.http.app import create_app
-from zixly.http.guard import ADDRESS_FAILURES_PER_WINDOW
-from zixly.http.metrics import REGISTRY
+from zixly.app import create_app
+from zixly.container import Services
+from zixly.core.metrics import REGISTRY
+from zixly.dev.embedded import Endpoints
 from zixly.ingest.instance_tokens import issue_instance_token
 from zixly.ingest.tokens import new_token
 from zixly.ingest.writer import NULL, SEPARATOR, pack
-from zixly.services import Services
-from zixly.worker import build_lifecycle
+from zixly.security.guard import ADDRESS_FAILURES_PER_WINDOW
+from zixly.workers.settings import build_lifecycle
 
 INGEST = "/ingest/v1"
 START = dt.date(2026, 1, 1)

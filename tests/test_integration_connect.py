@@ -24,19 +24,19 @@ import httpx
 import pytest
 
 from tests.conftest import TenantFixture, World, free_port, gql, make_settings, serve_app
-from zixly.crypto import Keyring, Secret
-from zixly.embedded import Endpoints
-from zixly.http.app import create_app
+from zixly.app import create_app
+from zixly.container import Services
+from zixly.core.settings import Settings
+from zixly.dev.embedded import Endpoints
+from zixly.dev.sandbox.oauth import Fault, ProviderSandbox
 from zixly.integrations.connect import STATE_PREFIX
-from zixly.integrations.oauth import InvalidGrantError, OAuthClient
 from zixly.integrations.refresh import refresh_expiring_tokens
-from zixly.integrations.registry import PROVIDERS, provider
 from zixly.integrations.sync import sync_job_id
-from zixly.keys import integration_binding
-from zixly.sandbox.oauth import Fault, ProviderSandbox
-from zixly.services import Services
-from zixly.settings import Settings
-from zixly.worker import build_lifecycle
+from zixly.keys.rotation import integration_binding
+from zixly.providers.oauth import InvalidGrantError, OAuthClient
+from zixly.providers.registry import PROVIDERS, provider
+from zixly.security.crypto import Keyring, Secret
+from zixly.workers.settings import build_lifecycle
 
 CLIENT = ("zixly-app", "zixly-app-secret")
 START = """

@@ -10,7 +10,7 @@ other tenant's → the sync-health monitor reads the execution and marks the int
 with ``lastSyncAt`` set.
 
 Everything is real: PostgreSQL with RLS, Redis, uvicorn serving the API, n8n 1.123, arq. The
-provider is the local sandbox (``zixly/sandbox``), which speaks Xero's token endpoint and
+provider is the local sandbox (``zixly/dev/sandbox``), which speaks Xero's token endpoint and
 Reports API.
 """
 
@@ -32,15 +32,15 @@ from tests.conftest import World, make_settings, served
 from tests.provisioning.instance_support import LifecycleEnv, lifecycle_env, run_queued_jobs
 from tests.test_integration_connect import free_port
 from zixly.alerts.jobs import build_alert_service
-from zixly.embedded import Endpoints
+from zixly.container import Services
+from zixly.core.settings import Settings
+from zixly.dev.embedded import Endpoints
+from zixly.dev.sandbox.oauth import ProviderSandbox
+from zixly.dev.sandbox.server import RunningSandbox, serve_sandbox
 from zixly.monitor.monitor import SyncHealthMonitor
 from zixly.provisioning.instances import ActualState
-from zixly.provisioning.process_runtime import ProcessRuntime
-from zixly.sandbox.oauth import ProviderSandbox
-from zixly.sandbox.server import RunningSandbox, serve_sandbox
-from zixly.services import Services
-from zixly.settings import Settings
-from zixly.worker import build_lifecycle
+from zixly.provisioning.runtimes.process import ProcessRuntime
+from zixly.workers.settings import build_lifecycle
 
 CLIENT = ("zixly-e2e", "zixly-e2e-secret")
 TEMPLATES = ["manifest:zixly-heartbeat", "manifest:xero-profit-and-loss"]

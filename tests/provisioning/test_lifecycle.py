@@ -36,22 +36,22 @@ from tests.provisioning.instance_support import (
     LifecycleEnv,
     lifecycle_env,
 )
-from zixly.crypto import CIPHERTEXT, DecryptionError
-from zixly.embedded import Endpoints
-from zixly.errors import ConflictError, NotFoundError, ValidationError
+from zixly.container import Services
+from zixly.core.errors import ConflictError, NotFoundError, ValidationError
+from zixly.core.settings import Settings
+from zixly.dev.embedded import Endpoints
 from zixly.provisioning import jobs
-from zixly.provisioning.distributions import N8nDistribution
 from zixly.provisioning.errors import InstanceNotFoundError, N8nUnavailableError, RuntimeFailure
 from zixly.provisioning.instance_events import channel
 from zixly.provisioning.instances import ActualState, DesiredState, Step
 from zixly.provisioning.lifecycle import InstanceBusyError, Operation, handle_of
 from zixly.provisioning.preconditions import VersionUnavailableError
-from zixly.provisioning.process_runtime import ProcessRuntime, installed_only
-from zixly.provisioning.runtime import VERSION_LABEL, RuntimeState
+from zixly.provisioning.runtimes.base import VERSION_LABEL, RuntimeState
+from zixly.provisioning.runtimes.distributions import N8nDistribution
+from zixly.provisioning.runtimes.process import ProcessRuntime, installed_only
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField, binding
-from zixly.services import Services
-from zixly.settings import Settings
-from zixly.worker import WorkerSettings, deserialize, serialize
+from zixly.security.crypto import CIPHERTEXT, DecryptionError
+from zixly.workers.settings import WorkerSettings, deserialize, serialize
 
 BROKEN = f"{N8N_VERSION}-broken"  # an "n8n" that exits at once
 ALIAS = f"{N8N_VERSION}-next"  # the real n8n under another version name: a healthy upgrade

@@ -27,8 +27,8 @@ from tests.provisioning.instance_support import (
     LifecycleEnv,
     kill_after,
 )
-from zixly.cli import build_parser
-from zixly.embedded import Endpoints
+from zixly.cli.main import build_parser
+from zixly.dev.embedded import Endpoints
 from zixly.provisioning.errors import NotInstalledError
 from zixly.provisioning.instances import (
     PROVISION_STEPS,
@@ -39,9 +39,9 @@ from zixly.provisioning.instances import (
 )
 from zixly.provisioning.lifecycle import Operation, handle_of
 from zixly.provisioning.reconciler import Action, ReconcileReport, plan
-from zixly.provisioning.runtime import InstanceSpec, RuntimeState
+from zixly.provisioning.runtimes.base import InstanceSpec, RuntimeState
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField
-from zixly.worker import reconcile_once
+from zixly.workers.settings import reconcile_once
 
 STEP_EVENTS = ["SECRETS", "CREATED", "STARTED", "READY", "BOOTSTRAPPED", "TEMPLATES"]
 

@@ -40,18 +40,18 @@ from tests.test_subscriptions import connected, receive, subscribe, wait_for_sub
 from zixly.alerts.channels import SmtpChannel, WebhookChannel
 from zixly.alerts.destinations import WebhookTargets
 from zixly.alerts.service import AlertService
+from zixly.container import Services
+from zixly.core.settings import Settings
 from zixly.monitor.jobs import MONITOR_JOB, MONITOR_TIMEOUT_SECONDS, monitor_sync_health
 from zixly.monitor.monitor import PASS_LOCK, SyncHealthMonitor
 from zixly.provisioning.control import TenantN8n
 from zixly.provisioning.instances import ActualState
 from zixly.provisioning.lifecycle import handle_of
-from zixly.provisioning.n8n_client import N8nClient
-from zixly.provisioning.process_runtime import ProcessRuntime
-from zixly.provisioning.runtime import RuntimeState
+from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.runtimes.base import RuntimeState
+from zixly.provisioning.runtimes.process import ProcessRuntime
 from zixly.provisioning.templates import Manifest, TemplateSpec
-from zixly.services import Services
-from zixly.settings import Settings
-from zixly.worker import WorkerSettings
+from zixly.workers.settings import WorkerSettings
 
 SYNC = load_workflow("sync-on-demand.json")
 HOOK_PATH = "zixly-test-sync"

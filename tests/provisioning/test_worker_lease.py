@@ -25,11 +25,11 @@ from arq.connections import RedisSettings
 
 from tests.provisioning.conftest import READY_WITHIN
 from tests.provisioning.instance_support import SCHEDULE, SCHEDULE_NAME, LifecycleEnv
-from zixly.embedded import Endpoints
+from zixly.dev.embedded import Endpoints
 from zixly.provisioning import jobs
 from zixly.provisioning.instances import ActualState, Step
 from zixly.provisioning.lifecycle import Operation
-from zixly.worker import deserialize, serialize
+from zixly.workers.settings import deserialize, serialize
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE = 5.0

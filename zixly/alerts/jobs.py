@@ -10,9 +10,9 @@ import httpx
 from zixly.alerts.channels import SmtpChannel, WebhookChannel
 from zixly.alerts.destinations import WebhookTargets
 from zixly.alerts.service import AlertService
-from zixly.crypto import Keyring
+from zixly.core.settings import Settings
 from zixly.db.session import Database
-from zixly.settings import Settings
+from zixly.security.crypto import Keyring
 
 DELIVER_JOB = "deliver_alerts"
 

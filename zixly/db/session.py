@@ -26,10 +26,10 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from zixly.core.outages import typed_outages
+from zixly.core.settings import Settings
 from zixly.db.admission import Admission, Ticket
 from zixly.db.rows import AnyRow
-from zixly.outages import typed_outages
-from zixly.settings import Settings
 
 _SCOPE_SQL = text(
     "SELECT set_config('app.tenant_id', :tenant, true), "
@@ -137,7 +137,7 @@ class UnitOfWork:
     database's per-tenant and per-user caps (``zixly.db.admission``; ``admit`` when
     authentication opened it). What the database raises when it cannot serve (no
     connection free in time, unreachable, a statement past its timeout) leaves as the
-    typed error of ``zixly.outages.typed_outages`` (503 with ``Retry-After``).
+    typed error of ``zixly.core.outages.typed_outages`` (503 with ``Retry-After``).
     """
 
     def __init__(self, db: Database, scope: Scope) -> None:

@@ -40,8 +40,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zixly.db.models import CustomMetric, Financial, LeadEvent
 from zixly.db.rows import AnyRow
+from zixly.dev.seed import PIPELINE
 from zixly.domain.ranges import DateRange
-from zixly.seed import PIPELINE
 
 F = Financial.__table__
 L = LeadEvent.__table__

@@ -12,10 +12,10 @@ from urllib.parse import urlencode
 
 from zixly.alerts.channels import SmtpChannel
 from zixly.alerts.errors import AlertDeliveryError
+from zixly.core.logging import get_logger
+from zixly.core.settings import Settings
 from zixly.domain.invitations import IssuedInvitation
 from zixly.http.invitation_page import PATH
-from zixly.logging import get_logger
-from zixly.settings import Settings
 
 log = get_logger("zixly.invitations")
 

@@ -15,12 +15,12 @@ from typing import Any, cast
 from sqlalchemy import Table, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zixly.auth.principal import Role
+from zixly.core.errors import ConflictError, NotFoundError
 from zixly.db.models import Membership, Tenant, User
 from zixly.db.rows import AnyRow
 from zixly.domain.audit import Actor, AuditEntry, write_audit
 from zixly.domain.pages import Page, split_page
-from zixly.errors import ConflictError, NotFoundError
+from zixly.security.principal import Role
 
 M = cast(Table, Membership.__table__)
 U = cast(Table, User.__table__)

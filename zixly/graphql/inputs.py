@@ -7,8 +7,8 @@ import uuid
 
 import strawberry
 
+from zixly.core.errors import ValidationError
 from zixly.domain.ranges import DateRange
-from zixly.errors import ValidationError
 from zixly.graphql.context import Context
 
 

@@ -22,8 +22,8 @@ from strawberry.schema.types.base_scalars import (
 )
 from strawberry.types.scalar import ScalarDefinition
 
+from zixly.core.errors import ValidationError
 from zixly.domain.bounds import OutOfBounds, check_date, check_instant
-from zixly.errors import ValidationError
 
 # Wider than any column (NUMERIC(14, x)): the resolvers check the column's own precision
 # and scale and name the field; this only keeps absurd values out of decimal arithmetic.

@@ -18,14 +18,14 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from zixly.alerts.jobs import build_alert_service
-from zixly.crypto import Keyring
-from zixly.errors import UnavailableError
+from zixly.container import Services
+from zixly.core.errors import UnavailableError
+from zixly.core.logging import get_logger
+from zixly.core.outages import unavailable
 from zixly.integrations.connect import ConnectFailure, IntegrationConnector, OAuthConnectError
-from zixly.integrations.registry import PROVIDERS
-from zixly.logging import get_logger
-from zixly.outages import unavailable
+from zixly.providers.registry import PROVIDERS
 from zixly.provisioning.control import job_queue
-from zixly.services import Services
+from zixly.security.crypto import Keyring
 
 log = get_logger("zixly.http.oauth")
 # What the callback reads from the query; values longer than this are not a real answer.
@@ -105,7 +105,9 @@ def _answer(services: Services, provider: str, failure: ConnectFailure | None) -
     if failure is None:
         return message_page(200, f"{provider} connected", "Zixly will start syncing shortly.")
     status = _STATUS.get(failure, 400)
-    page = message_page(status, f"{provider} not connected", f"{_MESSAGES[failure]} ({failure.value})")
+    page = message_page(
+        status, f"{provider} not connected", f"{_MESSAGES[failure]} ({failure.value})"
+    )
     if failure is ConnectFailure.UNAVAILABLE:
         page.headers["Retry-After"] = str(UnavailableError.default_retry_after)
     return page

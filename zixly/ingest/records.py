@@ -36,9 +36,9 @@ from decimal import Decimal, InvalidOperation
 from operator import itemgetter
 from typing import Any
 
+from zixly.core.errors import ValidationError
 from zixly.domain.bounds import OutOfBounds, check_date, check_instant, fixed_point
 from zixly.domain.metrics import METRIC_NAME
-from zixly.errors import ValidationError
 
 MAX_REPORTED_ERRORS = 1000
 MAX_ID_LENGTH = 200

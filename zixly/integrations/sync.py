@@ -29,10 +29,9 @@ from redis.exceptions import RedisError
 
 from zixly.alerts.jobs import build_alert_service
 from zixly.alerts.service import AlertService
-from zixly.crypto import Secret
-from zixly.errors import ZixlyError
-from zixly.integrations.tokens import STAFF, StoredIntegration, TokenStore
-from zixly.logging import get_logger
+from zixly.core.errors import ZixlyError
+from zixly.core.logging import get_logger
+from zixly.providers.tokens import STAFF, StoredIntegration, TokenStore
 from zixly.provisioning.credentials import (
     PUSHABLE,
     CredentialDeps,
@@ -42,6 +41,7 @@ from zixly.provisioning.credentials import (
 from zixly.provisioning.errors import N8nError
 from zixly.provisioning.instances import InstanceRepository
 from zixly.provisioning.templates import NOT_CONNECTED, template_id, webhook_path
+from zixly.security.crypto import Secret
 
 log = get_logger("zixly.integrations.sync")
 

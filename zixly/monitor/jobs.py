@@ -14,7 +14,7 @@ MONITOR_TIMEOUT_SECONDS = 600
 
 
 async def monitor_sync_health(ctx: dict[str, Any]) -> dict[str, int]:
-    """ctx from ``zixly.worker.startup``; the monitor (and the alert service it shares with
+    """ctx from ``zixly.workers.settings.startup``; the monitor (and the alert service it shares with
     ``deliver_alerts``) is built once per worker."""
     from zixly.alerts.jobs import build_alert_service
     from zixly.monitor.monitor import SyncHealthMonitor

@@ -35,18 +35,18 @@ from redis.exceptions import LockError, RedisError
 
 from zixly.alerts.jobs import build_alert_service
 from zixly.alerts.service import AlertService
-from zixly.crypto import Keyring
+from zixly.core.errors import ZixlyError
+from zixly.core.events import SyncEventBus
+from zixly.core.logging import get_logger
+from zixly.core.settings import Settings
 from zixly.db.session import Database, Scope
-from zixly.errors import ZixlyError
-from zixly.events import SyncEventBus
-from zixly.logging import get_logger
 from zixly.monitor import store
 from zixly.monitor.executions import Batch, failure_messages, read_since
 from zixly.monitor.rules import ACTIVE, ERROR, STALE, Run, Verdict, assess, sync_alert_severity
 from zixly.provisioning.control import TenantN8n
 from zixly.provisioning.lifecycle import describe
 from zixly.provisioning.templates import Manifest, TemplateSpec, bundled_manifest
-from zixly.settings import Settings
+from zixly.security.crypto import Keyring
 
 log = get_logger("zixly.monitor")
 STAFF = Scope(tenant_id=None, staff=True)

@@ -29,19 +29,20 @@ from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zixly.crypto import Keyring
+from zixly.core.errors import NotFoundError, UnavailableError
 from zixly.db.session import Database
 from zixly.domain.tenants import SLUG_PATTERN
-from zixly.errors import NotFoundError, UnavailableError
-from zixly.provisioning import bundles, jobs
+from zixly.provisioning import jobs
 from zixly.provisioning.errors import N8nError
 from zixly.provisioning.instance_events import publish
 from zixly.provisioning.instances import TENANTS, ActualState, InstanceRepository, InstanceRow, T
 from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle, Operation, Template
-from zixly.provisioning.n8n_client import N8nClient
+from zixly.provisioning.n8n import bundles
+from zixly.provisioning.n8n.client import N8nClient
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField
 from zixly.provisioning.templates import plan_templates
-from zixly.worker import deserialize, serialize
+from zixly.security.crypto import Keyring
+from zixly.workers.settings import deserialize, serialize
 
 # The arguments each operation's job takes besides the tenant id.
 JOB_ARGUMENTS: Mapping[Operation, tuple[str, ...]] = {

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zixly.errors import ZixlyError
+from zixly.core.errors import ZixlyError
 
 
 class InstallError(ZixlyError):

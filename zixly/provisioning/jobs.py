@@ -23,7 +23,8 @@ from arq.jobs import Job
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from zixly.errors import UnavailableError
+from zixly.core.errors import UnavailableError
+from zixly.core.settings import Settings
 from zixly.provisioning.errors import InstanceNotFoundError, N8nUnavailableError, RuntimeFailure
 from zixly.provisioning.instance_events import publish
 from zixly.provisioning.instances import (
@@ -42,7 +43,6 @@ from zixly.provisioning.lifecycle import (
     template_sources,
 )
 from zixly.provisioning.reconciler import Reconciler
-from zixly.settings import Settings
 
 MAX_TRIES = 6
 MAX_BACKOFF_SECONDS = 300

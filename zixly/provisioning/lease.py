@@ -23,7 +23,7 @@ from typing import Any
 from arq.constants import in_progress_key_prefix
 from redis.exceptions import RedisError
 
-from zixly.logging import get_logger
+from zixly.core.logging import get_logger
 
 log = get_logger("zixly.provisioning.lease")
 

@@ -62,16 +62,11 @@ from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zixly.crypto import Keyring
+from zixly.core.errors import ConflictError, NotFoundError, ValidationError, ZixlyError
+from zixly.core.logging import get_logger, redact_text
 from zixly.db.session import Database, Scope
-from zixly.errors import ConflictError, NotFoundError, ValidationError, ZixlyError
 from zixly.ingest.instance_tokens import instance_token_issuer, revoke_all
-from zixly.logging import get_logger, redact_text
-from zixly.provisioning.bootstrap import BootstrapResult, bootstrap_instance
-from zixly.provisioning.bundles import envelope, export_bundle
-from zixly.provisioning.distributions import check_version
 from zixly.provisioning.errors import InstallError, N8nUnavailableError
-from zixly.provisioning.fingerprints import records_from_json
 from zixly.provisioning.instance_events import publish
 from zixly.provisioning.instances import (
     ActualState,
@@ -84,9 +79,12 @@ from zixly.provisioning.instances import (
     Step,
     provision_progress,
 )
-from zixly.provisioning.n8n_client import N8nClient
+from zixly.provisioning.n8n.bootstrap import BootstrapResult, bootstrap_instance
+from zixly.provisioning.n8n.bundles import envelope, export_bundle
+from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.n8n.fingerprints import records_from_json
 from zixly.provisioning.preconditions import VersionUnavailableError, ensure_version_runs
-from zixly.provisioning.runtime import (
+from zixly.provisioning.runtimes.base import (
     InstanceHandle,
     InstanceRuntime,
     InstanceSpec,
@@ -94,6 +92,7 @@ from zixly.provisioning.runtime import (
     RuntimeState,
     RuntimeStatus,
 )
+from zixly.provisioning.runtimes.distributions import check_version
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField
 from zixly.provisioning.templates import (
     bundled_manifest,
@@ -103,6 +102,7 @@ from zixly.provisioning.templates import (
     with_integration_tokens,
     with_provider_urls,
 )
+from zixly.security.crypto import Keyring
 
 log = get_logger("zixly.provisioning.lifecycle")
 STAFF = Scope(tenant_id=None, staff=True)
@@ -841,7 +841,7 @@ class InstanceLifecycle:
     async def _export(
         self, row: InstanceRow, handle: InstanceHandle | None
     ) -> tuple[InstanceRow, dict[str, Any]]:
-        """Every workflow, as the bundle n8n's own import takes (zixly.provisioning.bundles)."""
+        """Every workflow, as the bundle n8n's own import takes (zixly.provisioning.n8n.bundles)."""
         api_key = self.secrets.open(row, SecretField.API_KEY)
         if handle is None or api_key is None:
             return row, envelope([], n8n_version=row.version)

@@ -12,13 +12,13 @@ from typing import Any
 
 import strawberry
 
-from zixly.auth.principal import Role
-from zixly.crypto import Keyring
 from zixly.domain.audit import Actor
 from zixly.graphql.context import Info
 from zixly.graphql.inputs import parse_id
 from zixly.ingest.tokens import IngestTokenAdmin, IngestTokenRepository
 from zixly.provisioning.credentials import CredentialDeps, token_rotation
+from zixly.security.crypto import Keyring
+from zixly.security.principal import Role
 
 MAX_LISTED = 100
 

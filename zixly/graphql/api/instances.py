@@ -14,9 +14,7 @@ from typing import Any, cast
 import strawberry
 from strawberry.scalars import JSON
 
-from zixly.auth.principal import Role
-from zixly.crypto import Keyring
-from zixly.errors import NotFoundError, ValidationError
+from zixly.core.errors import NotFoundError, ValidationError
 from zixly.graphql.api.instance_types import (
     FinalExport,
     Instance,
@@ -39,7 +37,9 @@ from zixly.provisioning.instance_events import subscribe
 from zixly.provisioning.instances import InstanceRepository
 from zixly.provisioning.lifecycle import Operation
 from zixly.provisioning.templates import bundled_manifest, template_id
-from zixly.worker import build_lifecycle
+from zixly.security.crypto import Keyring
+from zixly.security.principal import Role
+from zixly.workers.settings import build_lifecycle
 
 MAX_EXPORT_IDS = 200
 

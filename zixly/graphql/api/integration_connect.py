@@ -7,11 +7,11 @@ import enum
 
 import strawberry
 
-from zixly.auth.principal import Role
 from zixly.domain.audit import Actor
 from zixly.graphql.api.integrations import IntegrationStatus
 from zixly.graphql.context import Info
 from zixly.http.oauth_callback import connector
+from zixly.security.principal import Role
 
 
 @strawberry.type(description="Where to send the user's browser to connect a provider.")

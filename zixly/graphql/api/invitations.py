@@ -13,7 +13,6 @@ from typing import Any
 
 import strawberry
 
-from zixly.auth.principal import Role
 from zixly.domain import invitations as domain
 from zixly.domain.audit import Actor
 from zixly.domain.invitation_mail import send_invitation
@@ -22,6 +21,7 @@ from zixly.graphql.api.members import checked_email
 from zixly.graphql.context import Context, Info
 from zixly.graphql.inputs import checked_text, parse_id
 from zixly.graphql.relay import Connection, build_connection, decode_after, page_size
+from zixly.security.principal import Role
 
 
 @strawberry.enum(description="PENDING until accepted or revoked; EXPIRED once its link ran out.")
