@@ -37,7 +37,7 @@ from bench.report import Report, Run, print_report
 from bench.scenarios import Workload, all_scenarios
 from bench.servers import KINDS, Server, running_servers
 from zixly.core.settings import Settings
-from zixly.dev.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 from zixly.security.tokens import mint_token
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

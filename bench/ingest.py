@@ -49,8 +49,8 @@ from bench.servers import running_servers
 from zixly.core.logging import configure_logging
 from zixly.core.settings import Settings
 from zixly.db.session import Database, create_engine
-from zixly.dev.embedded import Endpoints
 from zixly.dev.seed import ensure_tenant
+from zixly.embedded.stack import Endpoints
 from zixly.ingest.instance_tokens import issue_instance_token
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

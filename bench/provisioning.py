@@ -56,7 +56,6 @@ from bench.provisioning_report import (
     Start,
     print_report,
 )
-from zixly.provisioning.errors import NotInstalledError, RuntimeFailure
 from zixly.provisioning.n8n.bootstrap import InstanceSecrets, bootstrap_instance
 from zixly.provisioning.n8n.client import N8nClient
 from zixly.provisioning.runtimes.base import (
@@ -67,6 +66,7 @@ from zixly.provisioning.runtimes.base import (
 )
 from zixly.provisioning.runtimes.distributions import DEFAULT_N8N_VERSION, ensure_n8n
 from zixly.provisioning.runtimes.docker import DEPLOYMENT_LABEL, DockerRuntime
+from zixly.provisioning.runtimes.errors import NotInstalledError, RuntimeFailure
 from zixly.provisioning.runtimes.images import image_tag
 from zixly.provisioning.runtimes.podman import PodmanService, podman_available
 from zixly.provisioning.runtimes.process import ENCRYPTION_KEY, ProcessRuntime

@@ -23,8 +23,8 @@ from zixly.app import create_app
 from zixly.container import Services
 from zixly.core.settings import Settings
 from zixly.db.migrate import upgrade
-from zixly.dev.embedded import EmbeddedStack, Endpoints
 from zixly.dev.seed import ensure_client, ensure_tenant, ensure_user
+from zixly.embedded.stack import EmbeddedStack, Endpoints
 from zixly.security.tokens import mint_token
 
 JWT_SECRET = "test-secret-" + "x" * 40

@@ -20,7 +20,7 @@ from tests.conftest import JWT_SECRET, World, gql, make_settings, other_app
 from tests.jwks_server import JwksIssuer
 from zixly.container import Services
 from zixly.core.settings import Settings
-from zixly.dev.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 from zixly.security.tokens import mint_token
 from zixly.security.verifier import TokenVerifier
 

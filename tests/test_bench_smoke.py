@@ -22,7 +22,7 @@ from bench.loadgen import send
 from bench.scenarios import Workload, all_scenarios
 from tests.conftest import JWT_SECRET, plain_dsn
 from zixly.core.settings import Settings
-from zixly.dev.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 from zixly.security.tokens import mint_token
 
 TENANTS, ROWS = 2, 6000  # 3000 a tenant: three clients, so several rows share each date

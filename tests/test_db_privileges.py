@@ -23,7 +23,7 @@ from tests.conftest import World, plain_dsn
 from zixly.container import Services
 from zixly.db.bootstrap import UnsafeRoleError, assert_application_role_is_safe
 from zixly.db.session import Scope
-from zixly.dev.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 
 pytestmark = pytest.mark.asyncio
 

@@ -15,7 +15,7 @@ import httpx
 import psutil
 
 from tests.conftest import free_port
-from zixly.dev.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 
 TOKEN_LINE = re.compile(
     r"^(STAFF|ADMIN|EDITOR|VIEWER)\s+(\S+@\S+)\n(eyJ[\w-]+\.[\w-]+\.[\w-]+)$", re.M

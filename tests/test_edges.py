@@ -36,7 +36,7 @@ from zixly.container import Services
 from zixly.core.errors import ValidationError
 from zixly.core.logging import get_logger
 from zixly.core.settings import Settings
-from zixly.dev.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 from zixly.graphql.schema import build_schema
 from zixly.security.guard import (
     ACCOUNT_FAILURES_PER_WINDOW,

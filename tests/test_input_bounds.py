@@ -29,7 +29,7 @@ from tests.test_ingest import envelope, financial, token_for
 from tests.test_security_probes import lead, post
 from tests.test_subscriptions import receive, ws_url
 from zixly.container import Services
-from zixly.domain.bounds import MAX_DATE, MIN_DATE
+from zixly.core.bounds import MAX_DATE, MIN_DATE
 from zixly.graphql.http_requests import GRAPHQL_RESPONSE, MAX_JSON_DEPTH
 
 ME = "{ me { email } }"

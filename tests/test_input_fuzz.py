@@ -52,7 +52,7 @@ from tests.conftest import World, make_settings, other_app, served
 from tests.test_subscriptions import ws_url
 from zixly.container import Services
 from zixly.core.settings import Settings
-from zixly.dev.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 from zixly.graphql.schema import build_schema
 
 SCALE = float(os.environ.get("ZIXLY_FUZZ_SCALE", "1"))

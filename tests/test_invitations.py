@@ -21,8 +21,8 @@ import pytest
 
 from tests.conftest import World, gql, make_settings, other_app
 from zixly.container import Services
-from zixly.dev.embedded import Endpoints
 from zixly.dev.mail import MailSink, mail_sink
+from zixly.embedded.stack import Endpoints
 
 PUBLIC_URL = "https://zixly.example.test"
 INVITE = """

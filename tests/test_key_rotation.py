@@ -28,7 +28,7 @@ from zixly.cli.main import build_parser
 from zixly.cli.tenants import run_command
 from zixly.core.settings import Settings
 from zixly.db.session import Database, create_engine
-from zixly.dev.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 from zixly.keys.rotation import (
     COLUMNS,
     BatchProgress,
@@ -426,7 +426,9 @@ async def test_the_arq_job_rotates_and_is_enqueued_once(
         await redis.aclose()
 
     places = await seed(owner, world, kids.old)
-    result = await rotate_encryption_keys({"settings": settings, "db": db})
+    result = await rotate_encryption_keys(
+        {"settings": settings, "db": db, "keyring": Keyring.from_settings(settings)}
+    )
     assert (result["rotated"], result["complete"], result["active_kid"]) == (VALUES, True, kids.b)
     for place in places:
         assert kids.both.kid_of(await stored(owner, place)) == kids.b

@@ -21,7 +21,7 @@ from tests.conftest import (
 from zixly.container import Services
 from zixly.core.logging import REDACTED, get_logger
 from zixly.core.settings import Settings
-from zixly.dev.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 
 REFUSED_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 

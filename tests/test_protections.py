@@ -25,7 +25,7 @@ from tests.conftest import (
 from zixly.container import Services
 from zixly.core.settings import Settings
 from zixly.db.session import Scope
-from zixly.dev.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 from zixly.security.guard import ADDRESS_FAILURES_PER_WINDOW, AUTH_FAILURES_PER_WINDOW
 
 ME = "{ me { email } }"

@@ -41,8 +41,8 @@ from zixly.app import create_app
 from zixly.cli.main import build_parser
 from zixly.container import Services
 from zixly.db.session import Scope
-from zixly.dev.embedded import Endpoints
 from zixly.dev.sandbox.server import serve_sandbox
+from zixly.embedded.stack import Endpoints
 from zixly.ingest.tokens import new_token
 from zixly.monitor.executions import failure_message, safe_message
 from zixly.security.crypto import Keyring, Secret

@@ -28,7 +28,7 @@ from zixly.app import create_app
 from zixly.container import Services
 from zixly.core.errors import RateLimitedError
 from zixly.db.admission import Admission
-from zixly.dev.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 from zixly.ingest.instance_tokens import issue_instance_token
 
 RANGE = {"start": "2024-01-01", "end": "2024-12-31"}

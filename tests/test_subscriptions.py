@@ -20,7 +20,7 @@ from websockets.typing import Subprotocol
 from tests.conftest import World, make_settings, other_app, served
 from zixly.container import Services
 from zixly.core.events import SyncEventBus, channel
-from zixly.dev.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 from zixly.security.guard import AUTH_FAILURES_PER_WINDOW
 
 SUBSCRIPTION = "subscription { syncEvents { provider status occurredAt message recordsSynced } }"

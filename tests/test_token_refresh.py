@@ -20,14 +20,13 @@ from tests.conftest import World, make_settings, serve_app
 from zixly.container import Services
 from zixly.dev.sandbox.oauth import Fault, ProviderSandbox
 from zixly.integrations.refresh import TokenRefresher
-from zixly.keys.rotation import integration_binding
 from zixly.providers.oauth import (
     InvalidGrantError,
     OAuthClient,
     ProviderRateLimitedError,
     ProviderUnavailableError,
 )
-from zixly.providers.tokens import STAFF, StoredIntegration, TokenStore
+from zixly.providers.tokens import STAFF, StoredIntegration, TokenStore, integration_binding
 from zixly.security.crypto import Keyring
 
 CLIENT = ("zixly-client", "zixly-client-secret")

@@ -23,7 +23,6 @@ import pytest
 
 from zixly.container import Services
 from zixly.core.settings import Settings
-from zixly.provisioning.errors import NotInstalledError
 from zixly.provisioning.n8n.bootstrap import BootstrapResult, InstanceSecrets, bootstrap_instance
 from zixly.provisioning.n8n.client import N8nClient
 from zixly.provisioning.runtimes.base import (
@@ -37,6 +36,7 @@ from zixly.provisioning.runtimes.distributions import (
     N8nDistribution,
     ensure_n8n,
 )
+from zixly.provisioning.runtimes.errors import NotInstalledError
 from zixly.provisioning.runtimes.images import ImageResult, ensure_n8n_image
 from zixly.provisioning.runtimes.podman import PodmanService, podman_available
 from zixly.provisioning.runtimes.process import ProcessRuntime

@@ -20,9 +20,10 @@ from arq.worker import create_worker
 from tests.conftest import World
 from tests.provisioning.conftest import FIXTURES, READY_WITHIN
 from zixly.container import Services
+from zixly.core.queue import deserialize, serialize
 from zixly.core.settings import Settings
 from zixly.db.session import Database
-from zixly.dev.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 from zixly.provisioning.instances import InstanceRepository, InstanceRow, Step
 from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle, StepHook
 from zixly.provisioning.n8n.client import N8nClient
@@ -31,7 +32,7 @@ from zixly.provisioning.runtimes.base import TENANT_LABEL, InstanceRuntime
 from zixly.provisioning.runtimes.process import ProcessRuntime
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField
 from zixly.security.crypto import Keyring, key_entry
-from zixly.workers.settings import WorkerSettings, deserialize, serialize
+from zixly.workers.settings import WorkerSettings
 
 SCHEDULE = str(FIXTURES / "schedule-noop.json")
 WEBHOOK = str(FIXTURES / "webhook-noop.json")

@@ -31,8 +31,8 @@ from tests.test_integration_connect import CLIENT, START
 from zixly.app import create_app
 from zixly.container import Services
 from zixly.core.settings import Settings
-from zixly.dev.embedded import Endpoints
 from zixly.dev.sandbox.oauth import ProviderSandbox
+from zixly.embedded.stack import Endpoints
 from zixly.integrations.refresh import TokenRefresher
 from zixly.integrations.sync import (
     PENDING_PUSHES,

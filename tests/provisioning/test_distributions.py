@@ -12,7 +12,6 @@ import pytest
 from rich.console import Console
 
 from zixly.cli.main import main
-from zixly.provisioning.errors import InstallBusyError, InstallError, NotInstalledError
 from zixly.provisioning.runtimes.distributions import (
     MARKER,
     N8nDistribution,
@@ -20,6 +19,7 @@ from zixly.provisioning.runtimes.distributions import (
     ensure_n8n,
     find_n8n,
 )
+from zixly.provisioning.runtimes.errors import InstallBusyError, InstallError, NotInstalledError
 from zixly.provisioning.runtimes.locks import file_lock
 from zixly.provisioning.runtimes.progress import RichInstallProgress, describe_npm_line
 

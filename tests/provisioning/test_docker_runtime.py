@@ -27,7 +27,6 @@ from tests.provisioning.conftest import (
     renamed,
     wait_for_state,
 )
-from zixly.provisioning.errors import InstanceNotFoundError, RuntimeFailure
 from zixly.provisioning.n8n.bootstrap import bootstrap_instance
 from zixly.provisioning.n8n.client import AUTH_COOKIE, N8nClient
 from zixly.provisioning.runtimes.base import (
@@ -45,6 +44,7 @@ from zixly.provisioning.runtimes.docker import (
     MANAGED_LABEL,
     DockerRuntime,
 )
+from zixly.provisioning.runtimes.errors import InstanceNotFoundError, RuntimeFailure
 from zixly.provisioning.runtimes.images import (
     INPUTS_LABEL,
     ImageResult,

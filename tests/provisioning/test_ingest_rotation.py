@@ -24,7 +24,7 @@ from tests.conftest import World, _InProcessServer, gql, make_settings
 from tests.provisioning.instance_support import LifecycleEnv
 from zixly.app import create_app
 from zixly.container import Services
-from zixly.dev.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 from zixly.ingest.instance_tokens import INSTANCE_TOKEN_NAME
 from zixly.provisioning.instances import ActualState
 from zixly.provisioning.lifecycle import InstanceLifecycle, handle_of

@@ -32,7 +32,7 @@ from tests.provisioning.instance_support import (
 from tests.test_subscriptions import connected, receive
 from zixly.container import Services
 from zixly.core.settings import Settings
-from zixly.dev.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 from zixly.provisioning.instance_events import channel
 from zixly.provisioning.lifecycle import handle_of
 from zixly.provisioning.runtimes.process import ProcessRuntime

@@ -19,9 +19,9 @@ from tests.provisioning.conftest import (
     renamed,
     wait_for_state,
 )
-from zixly.provisioning.errors import N8nUnauthorizedError
 from zixly.provisioning.n8n.bootstrap import bootstrap_instance
 from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.n8n.errors import N8nUnauthorizedError
 from zixly.provisioning.runtimes.base import (
     SLUG_LABEL,
     TENANT_LABEL,

@@ -12,9 +12,13 @@ import psutil
 import pytest
 
 from zixly.n8n_nodes.export import PACKAGE_DIR as NODES_PACKAGE_DIR
-from zixly.provisioning.errors import InstanceNotFoundError, NotInstalledError, RuntimeFailure
 from zixly.provisioning.runtimes.base import InstanceHandle, InstanceSpec, RuntimeState
 from zixly.provisioning.runtimes.distributions import N8nDistribution, ensure_n8n
+from zixly.provisioning.runtimes.errors import (
+    InstanceNotFoundError,
+    NotInstalledError,
+    RuntimeFailure,
+)
 from zixly.provisioning.runtimes.process import HARDENING_ENV, ProcessRuntime, instance_env
 
 SPEC = InstanceSpec(

@@ -33,7 +33,7 @@ from zixly.dev.sandbox import asana, hubspot, shopify, xero
 from zixly.dev.sandbox.common import ApiCall, ApiFault
 from zixly.dev.sandbox.oauth import ProviderSandbox
 from zixly.dev.sandbox.server import RunningSandbox, serve_sandbox
-from zixly.keys.rotation import integration_binding
+from zixly.providers.tokens import integration_binding
 from zixly.provisioning.instances import ActualState
 from zixly.provisioning.lifecycle import STAFF
 from zixly.provisioning.n8n.client import N8nClient

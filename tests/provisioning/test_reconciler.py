@@ -28,8 +28,7 @@ from tests.provisioning.instance_support import (
     kill_after,
 )
 from zixly.cli.main import build_parser
-from zixly.dev.embedded import Endpoints
-from zixly.provisioning.errors import NotInstalledError
+from zixly.embedded.stack import Endpoints
 from zixly.provisioning.instances import (
     PROVISION_STEPS,
     ActualState,
@@ -40,6 +39,7 @@ from zixly.provisioning.instances import (
 from zixly.provisioning.lifecycle import Operation, handle_of
 from zixly.provisioning.reconciler import Action, ReconcileReport, plan
 from zixly.provisioning.runtimes.base import InstanceSpec, RuntimeState
+from zixly.provisioning.runtimes.errors import NotInstalledError
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField
 from zixly.workers.settings import reconcile_once
 

@@ -40,7 +40,7 @@ from tests.test_subscriptions import connected, receive, subscribe, wait_for_sub
 from zixly.alerts.channels import SmtpChannel, WebhookChannel
 from zixly.alerts.destinations import WebhookTargets
 from zixly.alerts.service import AlertService
-from zixly.container import Services
+from zixly.container import Services, build_alert_service
 from zixly.core.settings import Settings
 from zixly.monitor.jobs import MONITOR_JOB, MONITOR_TIMEOUT_SECONDS, monitor_sync_health
 from zixly.monitor.monitor import PASS_LOCK, SyncHealthMonitor
@@ -51,6 +51,7 @@ from zixly.provisioning.n8n.client import N8nClient
 from zixly.provisioning.runtimes.base import RuntimeState
 from zixly.provisioning.runtimes.process import ProcessRuntime
 from zixly.provisioning.templates import Manifest, TemplateSpec
+from zixly.security.crypto import Keyring
 from zixly.workers.settings import WorkerSettings
 
 SYNC = load_workflow("sync-on-demand.json")
@@ -485,11 +486,13 @@ async def test_the_worker_runs_the_monitor_every_minute(
 
     env = setup.env
     worker_settings = make_settings(env.runtime.root.parent, encryption_keys=env.keys)
+    keyring = Keyring.from_settings(worker_settings)
     ctx: dict[str, Any] = {
         "settings": worker_settings,
         "db": env.db,
         "redis": env.redis,
-        "http": n8n_http,
+        "alerts": build_alert_service(worker_settings, env.db, n8n_http, keyring),
+        "tenant_n8n": TenantN8n(env.db, keyring, n8n_http),
     }
     checked = {t.id: (await instance(owner, t))["monitor_checked_at"] for t in (setup.a, setup.b)}
     ran = await trigger(setup.b, n8n_http, {"fail": True, "reason": "again"})

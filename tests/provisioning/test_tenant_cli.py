@@ -32,7 +32,7 @@ from zixly.cli.tenants import run_command
 from zixly.container import Services
 from zixly.core.errors import ConflictError, NotFoundError
 from zixly.core.settings import Settings
-from zixly.dev.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 from zixly.ingest.instance_tokens import INSTANCE_TOKEN_NAME
 from zixly.ingest.tokens import well_formed
 from zixly.provisioning.final_exports import PURGE_JOB, purge_final_exports

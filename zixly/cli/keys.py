@@ -22,7 +22,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from zixly.cli.tenants import Platform, run_command
+from zixly.cli.tenants import run_command
+from zixly.container import Services
 from zixly.core.settings import Settings, get_settings
 from zixly.keys.rotation import (
     ROTATION_JOB,
@@ -34,8 +35,6 @@ from zixly.keys.rotation import (
     new_entry,
     rotation_job_id,
 )
-from zixly.provisioning.control import job_queue
-from zixly.security.crypto import Keyring
 
 
 def add_key_commands(sub: Any, console: Console) -> None:
@@ -83,8 +82,8 @@ def generate_command(args: argparse.Namespace, settings: Settings, console: Cons
     return 0
 
 
-async def status_command(p: Platform, _args: argparse.Namespace, console: Console) -> int:
-    status = await key_status(p.db, Keyring.from_settings(p.settings))
+async def status_command(p: Services, _args: argparse.Namespace, console: Console) -> int:
+    status = await key_status(p.db, p.keyring)
     print_status(console, status)
     return 1 if status.unreadable else 0
 
@@ -114,10 +113,10 @@ def print_status(console: Console, status: KeyStatus) -> None:
         )
 
 
-async def rotate_command(p: Platform, args: argparse.Namespace, console: Console) -> int:
-    keyring = Keyring.from_settings(p.settings)
+async def rotate_command(p: Services, args: argparse.Namespace, console: Console) -> int:
+    keyring = p.keyring
     if args.enqueue:
-        job = await job_queue(p.redis).enqueue_job(ROTATION_JOB, _job_id=rotation_job_id(keyring))
+        job = await p.queue.enqueue_job(ROTATION_JOB, _job_id=rotation_job_id(keyring))
         queued = f"job {job.job_id} queued" if job else "the same job is already queued"
         console.print(f"rotation to key {keyring.active_kid}: {queued} (run `zixly worker`)")
         return 0

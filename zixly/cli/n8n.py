@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import time
 from typing import Any
 
 from rich.console import Console
@@ -13,14 +12,13 @@ from rich.table import Table
 from zixly.provisioning.runtimes.distributions import (
     DEFAULT_N8N_VERSION,
     default_cache_dir,
-    ensure_n8n,
     find_n8n,
     find_node,
     installed_versions,
     partial_versions,
     system_node,
 )
-from zixly.provisioning.runtimes.progress import RichInstallProgress, format_elapsed
+from zixly.provisioning.runtimes.progress import RichInstallProgress, format_elapsed, install_n8n
 
 
 def add_n8n_commands(sub: Any, console: Console) -> None:
@@ -71,23 +69,6 @@ def add_podman_commands(sub: Any, console: Console) -> None:
 def _install(args: argparse.Namespace, console: Console) -> int:
     install_n8n(args.version, console, quiet_when_present=False)
     return 0
-
-
-def install_n8n(version: str, console: Console, *, quiet_when_present: bool = True) -> None:
-    """Install n8n ``version`` under the cache, with a progress bar, unless it already is."""
-    found = find_n8n(version)
-    if found is not None:
-        if not quiet_when_present:
-            console.print(f"n8n {version} is already installed in {found.root}", soft_wrap=True)
-        return
-    started = time.monotonic()
-    with RichInstallProgress(console) as progress:
-        dist = ensure_n8n(version, progress=progress)
-    console.print(
-        f"[green]n8n {version} installed[/green] in {dist.root} "
-        f"({format_elapsed(time.monotonic() - started)}; node {dist.node_bin})",
-        soft_wrap=True,
-    )
 
 
 def _image(args: argparse.Namespace, console: Console) -> int:

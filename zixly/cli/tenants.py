@@ -15,36 +15,29 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
 from zixly.cli.tokens import CLI_ACTOR, add_ingest_token_commands
+from zixly.container import Services
 from zixly.core.errors import NotFoundError, ValidationError
 from zixly.core.settings import Settings, get_settings
-from zixly.db.session import Database, create_engine
 from zixly.domain.tenants import SLUG_PATTERN, create_tenant
 from zixly.provisioning.control import (
-    TenantN8n,
     all_tenants,
-    job_queue,
     provision_templates,
     request_and_enqueue,
     resolve_tenant,
 )
 from zixly.provisioning.final_exports import final_export
-from zixly.provisioning.instance_events import InstanceEventMessage, channel, parse_message
 from zixly.provisioning.instances import InstanceRepository, InstanceRow
 from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle, Operation, Template
 from zixly.provisioning.n8n.bundles import n8n_workflows
 from zixly.provisioning.runtimes.base import InstanceRuntime
-from zixly.security.crypto import Keyring
-from zixly.workers.settings import build_lifecycle
+from zixly.provisioning.watch import follow
 
 OPERATIONS = {
     "provision": Operation.PROVISION,
@@ -55,38 +48,26 @@ OPERATIONS = {
 }
 
 
-@dataclass
-class Platform:
-    settings: Settings
-    db: Database
-    redis: Redis
-    http: httpx.AsyncClient
-    runtime: InstanceRuntime | None = None  # None: the one the settings name
-
-    def lifecycle(self) -> InstanceLifecycle:
-        return build_lifecycle(self.settings, self.db, self.redis, self.http, runtime=self.runtime)
-
-    async def tenant_id(self, ref: str) -> uuid.UUID:
-        """A tenant by id or slug."""
-        return await resolve_tenant(self.db, ref)
-
-
 @asynccontextmanager
 async def platform(
     settings: Settings, runtime: InstanceRuntime | None = None
-) -> AsyncIterator[Platform]:
-    from zixly.dev.server import running_stack
+) -> AsyncIterator[Services]:
+    """The platform's object graph (``zixly.container``) over the configured or embedded
+    stores, for one command."""
+    from zixly.embedded.running import running_stack
 
     async with running_stack(settings) as endpoints:
-        db = Database(create_engine(endpoints.database_url, settings), settings)
-        redis = Redis.from_url(endpoints.redis_url)
-        http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
+        services = Services.build(
+            settings,
+            database_url=endpoints.database_url,
+            redis_url=endpoints.redis_url,
+            runtime=runtime,
+            http_timeout=30.0,
+        )
         try:
-            yield Platform(settings, db, redis, http, runtime)
+            yield services
         finally:
-            await http.aclose()
-            await redis.aclose()
-            await db.dispose()
+            await services.close()
 
 
 def add_tenant_commands(sub: Any, console: Console) -> None:
@@ -142,7 +123,7 @@ def add_tenant_commands(sub: Any, console: Console) -> None:
     add_ingest_token_commands(tsub, console, _sync)
 
 
-Command = Callable[[Platform, argparse.Namespace, Console], Awaitable[int]]
+Command = Callable[[Services, argparse.Namespace, Console], Awaitable[int]]
 
 
 def _sync(console: Console, command: Command) -> Callable[[argparse.Namespace], int]:
@@ -164,7 +145,7 @@ async def run_command(
         return await command(built, args, console)
 
 
-async def _create(p: Platform, args: argparse.Namespace, console: Console) -> int:
+async def _create(p: Services, args: argparse.Namespace, console: Console) -> int:
     if not SLUG_PATTERN.fullmatch(args.slug):
         raise ValidationError("the slug must be 2 to 63 lowercase letters, digits or '-'")
     async with p.db.transaction(STAFF) as session:
@@ -175,7 +156,7 @@ async def _create(p: Platform, args: argparse.Namespace, console: Console) -> in
     return 0
 
 
-async def _list(p: Platform, _args: argparse.Namespace, console: Console) -> int:
+async def _list(p: Services, _args: argparse.Namespace, console: Console) -> int:
     async with p.db.transaction(STAFF) as session:
         tenants = await all_tenants(session)
         instances = {row.tenant_id: row for row in await InstanceRepository(session).all()}
@@ -194,8 +175,8 @@ async def _list(p: Platform, _args: argparse.Namespace, console: Console) -> int
     return 0
 
 
-async def _status(p: Platform, args: argparse.Namespace, console: Console) -> int:
-    tenant_id = await p.tenant_id(args.tenant)
+async def _status(p: Services, args: argparse.Namespace, console: Console) -> int:
+    tenant_id = await resolve_tenant(p.db, args.tenant)
     async with p.db.transaction(STAFF) as session:
         repo = InstanceRepository(session)
         row = await repo.get(tenant_id)
@@ -210,10 +191,10 @@ async def _status(p: Platform, args: argparse.Namespace, console: Console) -> in
     return 0
 
 
-async def _operate(p: Platform, args: argparse.Namespace, console: Console) -> int:
+async def _operate(p: Services, args: argparse.Namespace, console: Console) -> int:
     operation: Operation = args.operation
-    tenant_id = await p.tenant_id(args.tenant)
-    lifecycle = p.lifecycle()
+    tenant_id = await resolve_tenant(p.db, args.tenant)
+    lifecycle = p.lifecycle
     version = getattr(args, "version", None)
     templates = getattr(args, "template", None) or None
     if getattr(args, "no_templates", False):
@@ -222,7 +203,7 @@ async def _operate(p: Platform, args: argparse.Namespace, console: Console) -> i
         row, job = await request_and_enqueue(
             lifecycle,
             p.db.transaction(STAFF),
-            job_queue(p.redis),
+            p.queue,
             tenant_id,
             operation,
             version=version,
@@ -261,39 +242,8 @@ def _call(
     return methods[operation](tenant_id)
 
 
-async def follow(
-    redis: Redis, tenant_id: uuid.UUID, console: Console, operation: Awaitable[InstanceRow]
-) -> InstanceRow:
-    """Run ``operation`` while printing the tenant's instance events as they are published."""
-    pubsub = redis.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(channel(tenant_id))  # before the operation publishes anything
-    task = asyncio.ensure_future(operation)
-    try:
-        with console.status("working…") as status:
-            while True:
-                raw = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
-                if raw is not None:
-                    event = parse_message(raw["data"], tenant_id)
-                    if event is not None:
-                        console.print(progress_line(event), highlight=False)
-                        status.update(event.message)
-                elif task.done():  # and nothing left to print
-                    break
-        return await task
-    finally:
-        if not task.done():
-            task.cancel()
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
-
-
-def progress_line(event: InstanceEventMessage) -> str:
-    mark = {"ERROR": "✗", "STEP": "✓"}.get(event.kind.value, "•")
-    step = f" [{event.step.value}]" if event.step else ""
-    return f"{mark} {event.at:%H:%M:%S}{step} {event.message}"
-
-
-async def _export(p: Platform, args: argparse.Namespace, console: Console) -> int:
-    tenant_id = await p.tenant_id(args.tenant)
+async def _export(p: Services, args: argparse.Namespace, console: Console) -> int:
+    tenant_id = await resolve_tenant(p.db, args.tenant)
     if args.final:
         async with p.db.transaction(STAFF) as session:
             kept = await final_export(session, tenant_id, p.settings.final_export_retention_days)
@@ -304,7 +254,7 @@ async def _export(p: Platform, args: argparse.Namespace, console: Console) -> in
         note = f" (final export of {kept.created_at:%Y-%m-%d %H:%M} UTC, kept until "
         note += f"{kept.expires_at:%Y-%m-%d %H:%M} UTC)"
     else:
-        n8n = TenantN8n(p.db, Keyring.from_settings(p.settings), p.http)
+        n8n = p.tenant_n8n
         bundle = await n8n.export(tenant_id, args.id)
         ids, note = set(), ""
     workflows = [w for w in n8n_workflows(bundle) if not ids or str(w.get("id")) in ids]

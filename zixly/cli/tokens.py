@@ -18,11 +18,12 @@ from rich.console import Console
 
 from zixly.domain.audit import Actor
 from zixly.ingest.instance_tokens import mint_token
+from zixly.provisioning.control import resolve_tenant
 from zixly.provisioning.credentials import CredentialDeps, token_rotation
-from zixly.security.crypto import Keyring
 
 if TYPE_CHECKING:
-    from zixly.cli.tenants import Command, Platform
+    from zixly.cli.tenants import Command
+    from zixly.container import Services
 
 CLI_ACTOR = Actor(tenant_id=None, user_id=None, request_id="cli")
 MINTED_NAME = "minted by staff"
@@ -48,8 +49,8 @@ def add_ingest_token_commands(
     rotate.set_defaults(func=sync(console, _rotate), command=_rotate)
 
 
-async def _mint(p: Platform, args: argparse.Namespace, console: Console) -> int:
-    tenant_id = await p.tenant_id(args.tenant)
+async def _mint(p: Services, args: argparse.Namespace, console: Console) -> int:
+    tenant_id = await resolve_tenant(p.db, args.tenant)
     issued = await mint_token(p.db, tenant_id, args.name, CLI_ACTOR)
     console.print(
         f"minted ingest token {issued.row.prefix}… ({args.name!r}) for {args.tenant}; "
@@ -59,10 +60,10 @@ async def _mint(p: Platform, args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-async def _rotate(p: Platform, args: argparse.Namespace, console: Console) -> int:
-    tenant_id = await p.tenant_id(args.tenant)
+async def _rotate(p: Services, args: argparse.Namespace, console: Console) -> int:
+    tenant_id = await resolve_tenant(p.db, args.tenant)
     deps = CredentialDeps(
-        p.db, Keyring.from_settings(p.settings), p.http, p.settings.ingest_base_url
+        p.db, p.keyring, p.http, p.settings.ingest_base_url
     )
     issued = await token_rotation(deps).rotate(tenant_id, CLI_ACTOR)
     console.print(

@@ -40,23 +40,20 @@ from pydantic import SecretStr
 from rich.console import Console
 from sqlalchemy import text
 
-from zixly.cli.tenants import follow
 from zixly.container import Services
 from zixly.core.errors import ZixlyError
 from zixly.core.logging import get_logger
 from zixly.core.settings import OAuthClient, Settings
-from zixly.dev.embedded import Endpoints
 from zixly.dev.sandbox.common import DataApis, DataConfig
 from zixly.dev.sandbox.oauth import ProviderSandbox
 from zixly.dev.sandbox.server import RunningSandbox, serve_sandbox
-from zixly.http.oauth_callback import connector as callback_connector
+from zixly.embedded.stack import Endpoints
 from zixly.integrations.connect import IntegrationConnector
-from zixly.provisioning.control import TenantN8n
 from zixly.provisioning.instances import ActualState, InstanceRepository
 from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle
 from zixly.provisioning.templates import bundled_manifest
-from zixly.security.crypto import Keyring
-from zixly.workers.settings import WorkerSettings, build_lifecycle
+from zixly.provisioning.watch import follow
+from zixly.workers.settings import WorkerSettings
 
 log = get_logger("zixly.dev.demo")
 
@@ -111,7 +108,11 @@ async def in_process_worker(settings: Settings, endpoints: Endpoints) -> AsyncIt
     worker = create_worker(
         WorkerSettings,  # type: ignore[arg-type]
         redis_settings=RedisSettings.from_dsn(endpoints.redis_url),
-        ctx={"settings": settings, "database_url": endpoints.database_url},
+        ctx={
+            "settings": settings,
+            "database_url": endpoints.database_url,
+            "redis_url": endpoints.redis_url,
+        },
         handle_signals=False,
     )
     task = asyncio.create_task(worker.async_run())
@@ -216,7 +217,7 @@ async def wait_for_runs(
 ) -> dict[str, Run | None]:
     """Until each provider's template finished a run started after ``since`` (read from the
     instance's own API), or ``within`` seconds passed; the runs (None: none finished)."""
-    n8n = TenantN8n(services.db, Keyring.from_settings(settings), services.http)
+    n8n = services.tenant_n8n
     api, _ = await n8n.client(tenant_id)
     manifest = bundled_manifest()
     named = {str(w["name"]): str(w["id"]) for w in await api.all_workflows()}
@@ -258,11 +259,11 @@ async def run_demo(
 ) -> dict[str, int]:
     """Steps 3-5 of the module docstring, once the API, sandbox and worker are up; the rows
     per provider."""
-    lifecycle = build_lifecycle(settings, services.db, services.redis, services.http)
+    lifecycle = services.lifecycle
     console.print("[bold]Demo:[/] the demo tenant's own n8n instance")
     await ensure_instance(lifecycle, services, tenant.tenant_id, console)
     since = datetime.now(UTC) - timedelta(seconds=1)
-    connector = callback_connector(services)  # the one the API's callback uses
+    connector = services.connector  # the one the API's callback uses
     async with httpx.AsyncClient(timeout=30.0) as browser:
         for provider, (_, _, shop) in DEMO_FLOWS.items():
             with console.status(f"connecting {provider} (OAuth with the sandbox)"):
@@ -283,7 +284,7 @@ async def run_demo(
 
 async def stop_instance(settings: Settings, services: Services, tenant_id: uuid.UUID) -> None:
     """Ctrl-C: stop the demo tenant's n8n (its data and workflows stay for the next start)."""
-    lifecycle = build_lifecycle(settings, services.db, services.redis, services.http)
+    lifecycle = services.lifecycle
     try:
         await lifecycle.stop(tenant_id)
     except ZixlyError as exc:

@@ -16,9 +16,8 @@ from decimal import Decimal
 
 import asyncpg
 
+from zixly.domain.analytics import PIPELINE
 from zixly.domain.embeddings import HashingEmbedder, metric_text
-
-PIPELINE = ("prospect", "qualified", "proposal", "negotiation", "closed-won")
 
 
 @dataclass(frozen=True)

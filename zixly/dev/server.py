@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -19,8 +18,9 @@ from zixly.core.settings import Settings
 from zixly.db.bootstrap import assert_application_role_is_safe
 from zixly.db.migrate import upgrade
 from zixly.db.session import staff_database_url
-from zixly.dev.embedded import EmbeddedStack, Endpoints
 from zixly.dev.seed import seed_demo
+from zixly.embedded.running import running_stack
+from zixly.embedded.stack import Endpoints
 from zixly.security.tokens import checked_ttl, load_signing_secret, mint_token
 
 DEMO_EMAILS = (
@@ -33,29 +33,6 @@ DEMO_EMAILS = (
 
 def _dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://")
-
-
-@asynccontextmanager
-async def running_stack(settings: Settings) -> AsyncIterator[Endpoints]:
-    if settings.database_url and not settings.migrations_database_url:
-        raise ZixlyError(
-            "ZIXLY_DATABASE_URL is set but ZIXLY_MIGRATIONS_DATABASE_URL is not: migrations "
-            "run as the table owner, the API as a role that owns no table"
-        )
-    stack = EmbeddedStack(
-        settings.data_dir,
-        database_url=settings.database_url,
-        migrations_database_url=settings.migrations_database_url,
-        redis_url=settings.redis_url,
-        app_role=settings.app_role,
-        staff_role=settings.staff_role,
-        definer_role=settings.definer_role,
-        staff_database_url=settings.staff_database_url,
-    )
-    try:
-        yield await stack.start()
-    finally:
-        stack.stop()
 
 
 async def prepare_database(
@@ -190,8 +167,8 @@ async def _demo_settings(
     stack: contextlib.AsyncExitStack,
     sandbox_port: int | None,
 ) -> Settings:
-    from zixly.cli.n8n import install_n8n
     from zixly.dev import demo
+    from zixly.provisioning.runtimes.progress import install_n8n
 
     if settings.n8n_runtime != "process":
         raise ZixlyError("zixly dev --demo runs the demo tenant's n8n as a local process")

@@ -15,8 +15,9 @@ from zixly.alerts.errors import AlertDeliveryError
 from zixly.core.logging import get_logger
 from zixly.core.settings import Settings
 from zixly.domain.invitations import IssuedInvitation
-from zixly.http.invitation_page import PATH
 
+# Where an invitation's link lands (``zixly.http.invitation_page`` serves it).
+PATH = "/invitations/accept"
 log = get_logger("zixly.invitations")
 
 

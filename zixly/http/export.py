@@ -27,8 +27,8 @@ from zixly.core.logging import get_logger
 from zixly.core.outages import unavailable
 from zixly.db.session import UnitOfWork
 from zixly.domain.financials import FinancialRepository
+from zixly.domain.ids import optional_id
 from zixly.domain.ranges import DateRange
-from zixly.graphql.inputs import optional_id
 from zixly.http.middleware import error_response
 from zixly.security.principal import Principal, Role
 

@@ -50,7 +50,6 @@ from zixly.providers.oauth import (
 )
 from zixly.providers.registry import Provider, provider
 from zixly.providers.tokens import STAFF, StoredIntegration, TokenStore
-from zixly.security.crypto import Keyring
 
 log = get_logger("zixly.integrations.refresh")
 
@@ -272,7 +271,7 @@ async def refresh_expiring_tokens(ctx: dict[str, Any]) -> dict[str, int]:
     refresher = TokenRefresher(
         ctx["db"],
         ctx["redis"],
-        TokenStore(Keyring.from_settings(settings)),
+        TokenStore(ctx["keyring"]),
         OAuthClient(ctx["http"], settings),
         on_invalid_grant=invalid_grant_alert(alert_service(ctx)),
         on_refreshed=token_pusher(deps, ctx["redis"]),

@@ -46,6 +46,7 @@ from zixly.core.logging import get_logger
 from zixly.core.settings import Settings
 from zixly.db.models import AlertSettings, Integration, N8nInstance
 from zixly.db.session import Database, Scope
+from zixly.providers.tokens import integration_binding
 from zixly.provisioning.secrets import SecretField
 from zixly.provisioning.secrets import binding as instance_binding
 from zixly.security.crypto import (
@@ -93,11 +94,6 @@ class SecretColumn:
     def kid(self) -> Any:
         # Constants inline, not bound: GROUP BY must repeat the very same expression.
         return func.split_part(self.value, literal_column("'.'"), literal_column("2"))
-
-
-def integration_binding(tenant_id: uuid.UUID, row_id: uuid.UUID, token: str) -> Binding:
-    """An integration token (``access_token`` / ``refresh_token``) is bound to its row."""
-    return Binding(str(tenant_id), Integration.__tablename__, str(row_id), token)
 
 
 def _integration(token: str) -> SecretColumn:
@@ -371,8 +367,7 @@ def rotation_job_id(keyring: Keyring) -> str:
 
 async def rotate_encryption_keys(ctx: dict[str, Any]) -> dict[str, Any]:
     """arq job: rotate every stored value to the worker's active key."""
-    settings: Settings = ctx["settings"]
-    rotator = KeyRotator(ctx["db"], Keyring.from_settings(settings))
+    rotator = KeyRotator(ctx["db"], ctx["keyring"])  # the worker's (zixly.container)
     return (await rotator.rotate()).as_dict()
 
 

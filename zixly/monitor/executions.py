@@ -30,8 +30,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from zixly.core.logging import redact_text
-from zixly.provisioning.errors import N8nNotFoundError
 from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.n8n.errors import N8nNotFoundError
 
 SUCCEEDED = frozenset({"success"})
 FAILED = frozenset({"error", "crashed"})

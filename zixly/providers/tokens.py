@@ -23,12 +23,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from zixly.core.errors import NotFoundError
 from zixly.db.models import Integration
 from zixly.db.session import Scope
-from zixly.keys.rotation import integration_binding
-from zixly.security.crypto import Keyring, Secret
+from zixly.security.crypto import Binding, Keyring, Secret
 
 STAFF = Scope(tenant_id=None, staff=True)
 _TABLE = cast(Table, Integration.__table__)
 
+
+
+def integration_binding(tenant_id: uuid.UUID, row_id: uuid.UUID, token: str) -> Binding:
+    """An integration token (``access_token`` / ``refresh_token``) is bound to its row."""
+    return Binding(str(tenant_id), Integration.__tablename__, str(row_id), token)
 
 @dataclass(frozen=True)
 class StoredIntegration:

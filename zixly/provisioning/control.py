@@ -20,29 +20,27 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import httpx
 from arq import ArqRedis
 from arq.jobs import Job
-from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zixly.core.errors import NotFoundError, UnavailableError
 from zixly.db.session import Database
 from zixly.domain.tenants import SLUG_PATTERN
-from zixly.provisioning import jobs
-from zixly.provisioning.errors import N8nError
+from zixly.provisioning.enqueue import enqueue
 from zixly.provisioning.instance_events import publish
 from zixly.provisioning.instances import TENANTS, ActualState, InstanceRepository, InstanceRow, T
 from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle, Operation, Template
 from zixly.provisioning.n8n import bundles
 from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.n8n.errors import N8nError
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField
 from zixly.provisioning.templates import plan_templates
 from zixly.security.crypto import Keyring
-from zixly.workers.settings import deserialize, serialize
 
 # The arguments each operation's job takes besides the tenant id.
 JOB_ARGUMENTS: Mapping[Operation, tuple[str, ...]] = {
@@ -53,13 +51,6 @@ JOB_ARGUMENTS: Mapping[Operation, tuple[str, ...]] = {
 # How long a tenant's request waits for its n8n to accept a connection.
 TENANT_RETRY_SECONDS = 1.0
 _REACHABLE = frozenset({ActualState.RUNNING, ActualState.UPGRADING})
-
-
-def job_queue(redis: Redis) -> ArqRedis:
-    """arq's client over an existing connection pool (JSON jobs, like the worker's)."""
-    return ArqRedis(
-        cast(Any, redis.connection_pool), job_serializer=serialize, job_deserializer=deserialize
-    )
 
 
 async def request_and_enqueue(
@@ -88,7 +79,7 @@ async def request_and_enqueue(
     arguments = {
         name: given[name] for name in JOB_ARGUMENTS.get(operation, ()) if given[name] is not None
     }
-    return row, await jobs.enqueue(queue, operation, tenant_id, **arguments)
+    return row, await enqueue(queue, operation, tenant_id, **arguments)
 
 
 async def provision_templates(

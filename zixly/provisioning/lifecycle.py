@@ -66,7 +66,6 @@ from zixly.core.errors import ConflictError, NotFoundError, ValidationError, Zix
 from zixly.core.logging import get_logger, redact_text
 from zixly.db.session import Database, Scope
 from zixly.ingest.instance_tokens import instance_token_issuer, revoke_all
-from zixly.provisioning.errors import InstallError, N8nUnavailableError
 from zixly.provisioning.instance_events import publish
 from zixly.provisioning.instances import (
     ActualState,
@@ -82,6 +81,7 @@ from zixly.provisioning.instances import (
 from zixly.provisioning.n8n.bootstrap import BootstrapResult, bootstrap_instance
 from zixly.provisioning.n8n.bundles import envelope, export_bundle
 from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.n8n.errors import N8nUnavailableError
 from zixly.provisioning.n8n.fingerprints import records_from_json
 from zixly.provisioning.preconditions import VersionUnavailableError, ensure_version_runs
 from zixly.provisioning.runtimes.base import (
@@ -93,6 +93,7 @@ from zixly.provisioning.runtimes.base import (
     RuntimeStatus,
 )
 from zixly.provisioning.runtimes.distributions import check_version
+from zixly.provisioning.runtimes.errors import InstallError
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField
 from zixly.provisioning.templates import (
     bundled_manifest,

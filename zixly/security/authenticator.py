@@ -7,11 +7,11 @@ from typing import Any
 
 from sqlalchemy import text
 
+from zixly.core.bounds import storable
 from zixly.core.errors import AuthenticationError, BadRequestError, ForbiddenError
 from zixly.core.outages import typed_outages
 from zixly.core.settings import Settings
 from zixly.db.session import Database, Scope, UnitOfWork
-from zixly.domain.bounds import storable
 from zixly.security.principal import Principal, Role
 from zixly.security.verifier import RefusedClaims, TokenVerifier, claim
 

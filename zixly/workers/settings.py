@@ -8,139 +8,81 @@ the worker run code.
 
 from __future__ import annotations
 
-import json
-import uuid
-from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
-import httpx
 from arq import cron, func
 from arq.connections import RedisSettings
 
 from zixly.alerts.jobs import DELIVER_JOB, deliver_alerts
+from zixly.container import Services
 from zixly.core.errors import ZixlyError
 from zixly.core.logging import configure_logging, get_logger
 from zixly.core.outages import watched
+from zixly.core.queue import deserialize, serialize
 from zixly.core.settings import Settings, get_settings
-from zixly.db.session import Database, create_engine
 from zixly.integrations.refresh import refresh_expiring_tokens
 from zixly.integrations.sync import SYNC_JOB, sync_integration
 from zixly.keys.rotation import ROTATION_JOB, ROTATION_TIMEOUT_SECONDS, rotate_encryption_keys
 from zixly.monitor.jobs import MONITOR_JOB, MONITOR_TIMEOUT_SECONDS, monitor_sync_health
 from zixly.provisioning import jobs
+from zixly.provisioning.enqueue import JOB_NAMES
 from zixly.provisioning.final_exports import PURGE_JOB, purge_final_exports
-from zixly.provisioning.lifecycle import InstanceLifecycle
-from zixly.provisioning.reconciler import Reconciler
-from zixly.provisioning.runtimes.base import InstanceRuntime
-from zixly.provisioning.runtimes.process import ProcessRuntime
-from zixly.security.crypto import Keyring
 
 log = get_logger("zixly.workers.settings")
 RECONCILE_TIMEOUT_SECONDS = 600
 
 
-def serialize(value: Any) -> bytes:
-    return json.dumps(value, default=_json_default, separators=(",", ":")).encode()
-
-
-def deserialize(data: bytes) -> Any:
-    return json.loads(data)
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, BaseException):  # a failed job's result: type and safe message only
-        message = value.message if isinstance(value, ZixlyError) else ""
-        return {"error": type(value).__name__, "message": message}
-    if isinstance(value, datetime | uuid.UUID):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def build_runtime(settings: Settings) -> InstanceRuntime:
-    if settings.n8n_runtime == "docker":
-        from zixly.provisioning.runtimes.docker import DockerRuntime
-        from zixly.provisioning.runtimes.podman import docker_client
-
-        # The engine from DOCKER_HOST (Docker, or Podman's API socket), else the local
-        # Podman API service (`zixly podman start`).
-        return DockerRuntime(docker_client())
-    return ProcessRuntime(settings.data_dir)
-
-
-def build_lifecycle(
-    settings: Settings,
-    db: Database,
-    redis: Any,
-    http: httpx.AsyncClient,
-    *,
-    runtime: InstanceRuntime | None = None,
-    lock_wait: float = 0.0,
-) -> InstanceLifecycle:
-    return InstanceLifecycle(
-        db,
-        redis,
-        runtime or build_runtime(settings),
-        Keyring.from_settings(settings),
-        http,
-        version=settings.n8n_version,
-        ready_timeout=settings.n8n_ready_timeout_seconds,
-        lock_ttl=settings.job_lease_seconds,
-        lock_wait=lock_wait,
-        ingest_url=settings.ingest_base_url,
-        provider_base_urls=settings.provider_base_urls,
-    )
-
-
-def build_reconciler(settings: Settings, lifecycle: InstanceLifecycle) -> Reconciler:
-    # An in-flight row left alone for two leases has no live job (a running one renews its
-    # lease and holds the tenant's lock; a queued one the reconciler may run first, under
-    # that lock, never at the same time), e.g. an in-process CLI operation that was killed.
-    return Reconciler(
-        lifecycle,
-        retry_failed_after=timedelta(seconds=settings.reconcile_retry_failed_seconds),
-        grace=timedelta(seconds=max(30.0, 2 * settings.job_lease_seconds)),
-    )
+def _redis_url(ctx: dict[str, Any], settings: Settings) -> str:
+    """The Redis the worker was started on (arq's own pool in ``ctx["redis"]``)."""
+    given = ctx.get("redis_url") or settings.redis_url
+    if given:
+        return str(given)
+    kwargs = ctx["redis"].connection_pool.connection_kwargs
+    password = kwargs.get("password")
+    auth = f":{quote(str(password), safe='')}@" if password else ""
+    return f"redis://{auth}{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    """Build what the jobs use; ``ctx`` may carry ``settings``, ``database_url`` and a
-    ready ``runtime``."""
+    """Build what the jobs use (``zixly.container``); ``ctx`` may carry ``settings``,
+    ``database_url``, ``redis_url`` and a ready ``runtime``."""
     settings: Settings = ctx.setdefault("settings", get_settings())
     database_url = ctx.get("database_url") or settings.database_url
     if not database_url:
         raise ZixlyError("the worker needs a database URL (run it with `zixly worker`)")
-    db = Database(create_engine(database_url, settings), settings)
-    http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
     # A job waits up to one lease for the tenant's lock: a dead worker's lapses by then.
-    lifecycle = build_lifecycle(
+    services = Services.build(
         settings,
-        db,
-        ctx["redis"],
-        http,
+        database_url=database_url,
+        redis_url=_redis_url(ctx, settings),
         runtime=ctx.get("runtime"),
         lock_wait=settings.job_lease_seconds,
+        http_timeout=30.0,
     )
     ctx.update(
-        db=db,
-        http=http,
-        lifecycle=lifecycle,
-        reconciler=build_reconciler(settings, lifecycle),
+        services=services,
+        db=services.db,
+        http=services.http,
+        keyring=services.keyring,
+        alerts=services.alerts,
+        tenant_n8n=services.tenant_n8n,
+        lifecycle=services.lifecycle,
+        reconciler=services.reconciler,
     )
-    log.info("worker.started", runtime=lifecycle.runtime.name)
+    log.info("worker.started", runtime=services.lifecycle.runtime.name)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    http: httpx.AsyncClient | None = ctx.get("http")
-    if http is not None:
-        await http.aclose()
-    db: Database | None = ctx.get("db")
-    if db is not None:
-        await db.dispose()
+    services: Services | None = ctx.get("services")
+    if services is not None:
+        await services.close()
 
 
-def _job(coroutine: Any) -> Any:
+def _job(coroutine: Any, name: str) -> Any:
     return func(
         coroutine,
+        name=name,
         timeout=jobs.JOB_TIMEOUT_SECONDS,
         keep_result=0,
         max_tries=jobs.MAX_TRIES,
@@ -149,7 +91,7 @@ def _job(coroutine: Any) -> Any:
 
 class WorkerSettings:
     functions = [
-        *(_job(job) for job in jobs.JOBS.values()),
+        *(_job(job, JOB_NAMES[op]) for op, job in jobs.JOBS.items()),
         # Resumable: a retry continues with whatever is still under an old key.
         func(
             rotate_encryption_keys,
@@ -230,7 +172,7 @@ def run_worker(settings: Settings) -> int:
 
     from arq.worker import create_worker
 
-    from zixly.dev.server import running_stack
+    from zixly.embedded.running import running_stack
 
     configure_logging(settings.log_level, settings.log_json)
 
@@ -239,7 +181,11 @@ def run_worker(settings: Settings) -> int:
             worker = create_worker(
                 WorkerSettings,  # type: ignore[arg-type]
                 redis_settings=RedisSettings.from_dsn(endpoints.redis_url),
-                ctx={"settings": settings, "database_url": endpoints.database_url},
+                ctx={
+                    "settings": settings,
+                    "database_url": endpoints.database_url,
+                    "redis_url": endpoints.redis_url,
+                },
             )
             try:
                 await worker.async_run()
@@ -257,26 +203,26 @@ def reconcile_once(settings: Settings, only: list[str] | None = None) -> dict[st
     ``only``: tenants by id or slug (an unknown one is NOT_FOUND before anything runs)."""
     import asyncio
 
-    from redis.asyncio import Redis
-
-    from zixly.dev.server import running_stack
+    from zixly.embedded.running import running_stack
     from zixly.provisioning.control import resolve_tenant
 
     configure_logging(settings.log_level, settings.log_json)
 
     async def main() -> dict[str, Any]:
         async with running_stack(settings) as endpoints:
-            db = Database(create_engine(endpoints.database_url, settings), settings)
-            redis = Redis.from_url(endpoints.redis_url)
-            http = httpx.AsyncClient(timeout=httpx.Timeout(30.0))
+            services = Services.build(
+                settings,
+                database_url=endpoints.database_url,
+                redis_url=endpoints.redis_url,
+                http_timeout=30.0,
+            )
             try:
-                tenants = None if only is None else [await resolve_tenant(db, t) for t in only]
-                lifecycle = build_lifecycle(settings, db, redis, http)
-                report = await build_reconciler(settings, lifecycle).run(only=tenants)
+                tenants = (
+                    None if only is None else [await resolve_tenant(services.db, t) for t in only]
+                )
+                report = await services.reconciler.run(only=tenants)
                 return report.as_dict()
             finally:
-                await http.aclose()
-                await redis.aclose()
-                await db.dispose()
+                await services.close()
 
     return asyncio.run(main())

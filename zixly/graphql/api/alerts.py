@@ -19,7 +19,6 @@ from zixly.domain.alerts import (
 from zixly.domain.audit import Actor
 from zixly.graphql.context import Context, Info
 from zixly.graphql.relay import page_size
-from zixly.security.crypto import Keyring
 from zixly.security.principal import Role
 
 
@@ -115,9 +114,9 @@ class Alert:
 
 
 def _repository(ctx: Context) -> AlertSettingsRepository:
-    settings = ctx.settings
+    services = ctx.services
     return AlertSettingsRepository(
-        Keyring.from_settings(settings), WebhookTargets.from_settings(settings)
+        services.keyring, WebhookTargets.from_settings(services.settings)
     )
 
 

@@ -11,10 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from zixly.core.errors import ValidationError
 from zixly.domain.audit import Actor
+from zixly.domain.ids import parse_id
 from zixly.domain.members import EMAIL_PATTERN, MemberAdmin, MemberRepository
 from zixly.graphql.api.me import RoleEnum
 from zixly.graphql.context import Context, Info
-from zixly.graphql.inputs import checked_text, parse_id
+from zixly.graphql.inputs import checked_text
 from zixly.graphql.relay import Connection, build_connection, decode_after, page_size
 from zixly.security.principal import Role
 

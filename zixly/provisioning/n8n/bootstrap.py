@@ -21,8 +21,8 @@ from secrets import choice, token_urlsafe
 from typing import Any
 
 from zixly.core.errors import ValidationError
-from zixly.provisioning.errors import N8nUnauthorizedError
 from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.n8n.errors import N8nUnauthorizedError
 from zixly.provisioning.n8n.fingerprints import TemplateRecord, fingerprint
 
 API_KEY_LABEL = "zixly-control-plane"

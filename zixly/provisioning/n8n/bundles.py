@@ -51,8 +51,8 @@ from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
 from zixly.core.errors import NotFoundError
-from zixly.provisioning.errors import N8nError, N8nNotFoundError, N8nRejectedError
 from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.n8n.errors import N8nError, N8nNotFoundError, N8nRejectedError
 
 BUNDLE_FORMAT = "zixly.n8n-bundle"
 BUNDLE_VERSION = 1

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from zixly.provisioning.errors import (
+from zixly.provisioning.n8n.errors import (
     N8nError,
     N8nNotFoundError,
     N8nRejectedError,

@@ -34,7 +34,7 @@ from typing import Protocol
 
 from zixly.core.logging import redact_text
 from zixly.core.settings import Settings
-from zixly.provisioning.errors import InstallBusyError, InstallError, NotInstalledError
+from zixly.provisioning.runtimes.errors import InstallBusyError, InstallError, NotInstalledError
 from zixly.provisioning.runtimes.locks import LockTimeout, file_lock
 
 DEFAULT_N8N_VERSION = "1.123.81"

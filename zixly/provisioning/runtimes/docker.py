@@ -60,7 +60,6 @@ from docker.types import Ulimit
 
 from zixly.core.errors import ZixlyError
 from zixly.core.logging import redact_text
-from zixly.provisioning.errors import InstanceNotFoundError, RuntimeFailure
 from zixly.provisioning.runtimes.base import (
     TENANT_LABEL,
     InstanceHandle,
@@ -69,6 +68,7 @@ from zixly.provisioning.runtimes.base import (
     RuntimeStatus,
     ThreadedRuntime,
 )
+from zixly.provisioning.runtimes.errors import InstanceNotFoundError, RuntimeFailure
 from zixly.provisioning.runtimes.podman import ULIMIT
 from zixly.provisioning.runtimes.process import ENCRYPTION_KEY, HARDENING_ENV, LISTEN_ADDRESS
 

@@ -40,7 +40,6 @@ import docker.errors
 
 from zixly.core.logging import redact_text
 from zixly.n8n_nodes.export import PACKAGE_DIR as NODES_PACKAGE_DIR
-from zixly.provisioning.errors import InstallError
 from zixly.provisioning.runtimes.distributions import (
     DEFAULT_N8N_VERSION,
     MARKER,
@@ -51,6 +50,7 @@ from zixly.provisioning.runtimes.distributions import (
     ensure_n8n,
 )
 from zixly.provisioning.runtimes.docker import engine_errors
+from zixly.provisioning.runtimes.errors import InstallError
 from zixly.provisioning.runtimes.locks import file_lock
 
 IMAGE_REPOSITORY = "localhost/zixly/n8n"

@@ -36,7 +36,7 @@ import psutil
 import requests
 
 from zixly.core.settings import Settings
-from zixly.provisioning.errors import RuntimeFailure
+from zixly.provisioning.runtimes.errors import RuntimeFailure
 from zixly.provisioning.runtimes.locks import file_lock
 
 ULIMIT = 4096  # the highest nofile/nproc a container may ask for here (see containers.conf)

@@ -45,7 +45,6 @@ from typing import Any
 import psutil
 
 from zixly.n8n_nodes.export import PACKAGE_DIR as NODES_PACKAGE_DIR
-from zixly.provisioning.errors import InstallError, InstanceNotFoundError, RuntimeFailure
 from zixly.provisioning.runtimes.base import (
     InstanceHandle,
     InstanceSpec,
@@ -55,6 +54,7 @@ from zixly.provisioning.runtimes.base import (
     ThreadedRuntime,
 )
 from zixly.provisioning.runtimes.distributions import N8nDistribution, ensure_n8n
+from zixly.provisioning.runtimes.errors import InstallError, InstanceNotFoundError, RuntimeFailure
 from zixly.provisioning.runtimes.locks import LockTimeout, file_lock
 
 LISTEN_ADDRESS = "127.0.0.1"

@@ -17,7 +17,7 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
-from zixly.provisioning.runtimes.distributions import directory_size
+from zixly.provisioning.runtimes.distributions import directory_size, ensure_n8n, find_n8n
 
 _SCRIPT = re.compile(r"^npm (?:info|http) run (\S+?)@\S+ (\w+)")
 _FETCH = re.compile(r"^npm http (?:fetch|cache) ")
@@ -143,3 +143,20 @@ class RichInstallProgress:
             if self._activity:
                 parts.append(self._activity)
         return " · ".join(parts)
+
+
+def install_n8n(version: str, console: Console, *, quiet_when_present: bool = True) -> None:
+    """Install n8n ``version`` under the cache, with a progress bar, unless it already is."""
+    found = find_n8n(version)
+    if found is not None:
+        if not quiet_when_present:
+            console.print(f"n8n {version} is already installed in {found.root}", soft_wrap=True)
+        return
+    started = time.monotonic()
+    with RichInstallProgress(console) as progress:
+        dist = ensure_n8n(version, progress=progress)
+    console.print(
+        f"[green]n8n {version} installed[/green] in {dist.root} "
+        f"({format_elapsed(time.monotonic() - started)}; node {dist.node_bin})",
+        soft_wrap=True,
+    )

@@ -1,7 +1,5 @@
-"""Errors of the provisioning adapters (npm installs, the n8n HTTP API, instance runtimes).
-
-Messages are safe to show: they never carry request bodies, headers, API keys or passwords.
-"""
+"""Errors of installs (npm, images) and instance runtimes. Messages are safe to show: they
+never carry secrets; an install's ``output_tail`` holds npm's last lines."""
 
 from __future__ import annotations
 
@@ -36,41 +34,6 @@ class InstallBusyError(InstallError):
     """Another process holds the install lock for too long."""
 
     code = "N8N_INSTALL_BUSY"
-
-
-class N8nError(ZixlyError):
-    """An n8n instance answered with an error; ``status`` is its HTTP status (None: no answer)."""
-
-    code = "N8N_ERROR"
-    http_status = 502
-
-    def __init__(self, message: str, *, status: int | None = None, **details: Any) -> None:
-        super().__init__(message, status=status, **details)
-        self.status = status
-
-
-class N8nUnavailableError(N8nError):
-    """The instance could not be reached (connection refused, timeout, route not up yet)."""
-
-    code = "UNAVAILABLE"
-    http_status = 503
-
-
-class N8nUnauthorizedError(N8nError):
-    """n8n rejected the API key or session (401/403)."""
-
-    code = "N8N_UNAUTHORIZED"
-
-
-class N8nNotFoundError(N8nError):
-    code = "NOT_FOUND"
-    http_status = 404
-
-
-class N8nRejectedError(N8nError):
-    """n8n refused the request as invalid (400/409/405/422)."""
-
-    code = "N8N_REJECTED"
 
 
 class RuntimeFailure(ZixlyError):
