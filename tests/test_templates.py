@@ -14,7 +14,7 @@ import pytest
 from zixly.core.errors import ValidationError
 from zixly.core.settings import Settings
 from zixly.providers.registry import provider
-from zixly.provisioning.lifecycle import load_templates, template_sources
+from zixly.provisioning.operations import load_templates, template_sources
 from zixly.provisioning.templates import (
     MANIFEST,
     TEMPLATES_DIR,

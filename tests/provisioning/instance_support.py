@@ -25,8 +25,9 @@ from zixly.core.settings import Settings
 from zixly.db.session import Database
 from zixly.embedded.stack import Endpoints
 from zixly.provisioning.instances import InstanceRepository, InstanceRow, Step
-from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle, StepHook
+from zixly.provisioning.lifecycle import InstanceLifecycle
 from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.operations import STAFF, StepHook
 from zixly.provisioning.reconciler import Reconciler
 from zixly.provisioning.runtimes.base import TENANT_LABEL, InstanceRuntime
 from zixly.provisioning.runtimes.process import ProcessRuntime

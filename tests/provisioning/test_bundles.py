@@ -16,17 +16,16 @@ import httpx
 import pytest
 
 from tests.provisioning.conftest import N8N_VERSION, Instance, launch, load_workflow, renamed
-from zixly.provisioning.n8n.bundles import (
+from zixly.provisioning.n8n.bundle_export import export_bundle, n8n_workflows
+from zixly.provisioning.n8n.bundle_format import (
     BUNDLE_FORMAT,
     MAX_BUNDLE_BYTES,
     MAX_WORKFLOWS,
     UnknownWorkflowsError,
     WorkflowProblem,
-    export_bundle,
-    import_bundle,
-    n8n_workflows,
     validate_bundle,
 )
+from zixly.provisioning.n8n.bundle_import import import_bundle
 from zixly.provisioning.n8n.client import N8nClient
 from zixly.provisioning.runtimes.distributions import N8nDistribution
 from zixly.provisioning.runtimes.process import ProcessRuntime, instance_env

@@ -27,7 +27,8 @@ from zixly.container import Services
 from zixly.embedded.stack import Endpoints
 from zixly.ingest.instance_tokens import INSTANCE_TOKEN_NAME
 from zixly.provisioning.instances import ActualState
-from zixly.provisioning.lifecycle import InstanceLifecycle, handle_of
+from zixly.provisioning.lifecycle import InstanceLifecycle
+from zixly.provisioning.operations import handle_of
 
 HEARTBEAT = "manifest:zixly-heartbeat"
 ROTATE = "mutation($t: ID!) { rotateIngestToken(tenantId: $t) { id name prefix revokedAt } }"

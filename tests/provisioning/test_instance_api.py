@@ -34,7 +34,7 @@ from zixly.container import Services
 from zixly.core.settings import Settings
 from zixly.embedded.stack import Endpoints
 from zixly.provisioning.instance_events import channel
-from zixly.provisioning.lifecycle import handle_of
+from zixly.provisioning.operations import handle_of
 from zixly.provisioning.runtimes.process import ProcessRuntime
 from zixly.security.crypto import Keyring
 

@@ -44,8 +44,8 @@ from zixly.embedded.stack import Endpoints
 from zixly.provisioning import enqueue, jobs
 from zixly.provisioning.instance_events import channel
 from zixly.provisioning.instances import ActualState, DesiredState, Step
-from zixly.provisioning.lifecycle import InstanceBusyError, Operation, handle_of
 from zixly.provisioning.n8n.errors import N8nUnavailableError
+from zixly.provisioning.operations import InstanceBusyError, Operation, handle_of
 from zixly.provisioning.preconditions import VersionUnavailableError
 from zixly.provisioning.runtimes.base import VERSION_LABEL, RuntimeState
 from zixly.provisioning.runtimes.distributions import N8nDistribution

@@ -35,8 +35,8 @@ from zixly.dev.sandbox.oauth import ProviderSandbox
 from zixly.dev.sandbox.server import RunningSandbox, serve_sandbox
 from zixly.providers.tokens import integration_binding
 from zixly.provisioning.instances import ActualState
-from zixly.provisioning.lifecycle import STAFF
 from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.operations import STAFF
 from zixly.provisioning.templates import load_manifest, tenant_values, with_provider_urls
 
 TEMPLATES = {s.id: s for s in load_manifest().templates if s.provider is not None}

@@ -36,7 +36,7 @@ from zixly.provisioning.instances import (
     InstanceRow,
     Step,
 )
-from zixly.provisioning.lifecycle import Operation, handle_of
+from zixly.provisioning.operations import Operation, handle_of
 from zixly.provisioning.reconciler import Action, ReconcileReport, plan
 from zixly.provisioning.runtimes.base import InstanceSpec, RuntimeState
 from zixly.provisioning.runtimes.errors import NotInstalledError

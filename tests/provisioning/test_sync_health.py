@@ -46,8 +46,8 @@ from zixly.monitor.jobs import MONITOR_JOB, MONITOR_TIMEOUT_SECONDS, monitor_syn
 from zixly.monitor.monitor import PASS_LOCK, SyncHealthMonitor
 from zixly.provisioning.control import TenantN8n
 from zixly.provisioning.instances import ActualState
-from zixly.provisioning.lifecycle import handle_of
 from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.operations import handle_of
 from zixly.provisioning.runtimes.base import RuntimeState
 from zixly.provisioning.runtimes.process import ProcessRuntime
 from zixly.provisioning.templates import Manifest, TemplateSpec

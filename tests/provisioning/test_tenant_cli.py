@@ -37,7 +37,7 @@ from zixly.ingest.instance_tokens import INSTANCE_TOKEN_NAME
 from zixly.ingest.tokens import well_formed
 from zixly.provisioning.final_exports import PURGE_JOB, purge_final_exports
 from zixly.provisioning.instances import InstanceRepository
-from zixly.provisioning.lifecycle import STAFF, handle_of
+from zixly.provisioning.operations import STAFF, handle_of
 from zixly.provisioning.preconditions import VersionUnavailableError
 from zixly.provisioning.runtimes.base import InstanceHandle, RuntimeState
 from zixly.provisioning.runtimes.distributions import N8nDistribution

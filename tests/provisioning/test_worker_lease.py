@@ -29,7 +29,7 @@ from zixly.core.queue import deserialize, serialize
 from zixly.embedded.stack import Endpoints
 from zixly.provisioning import enqueue
 from zixly.provisioning.instances import ActualState, Step
-from zixly.provisioning.lifecycle import Operation
+from zixly.provisioning.operations import Operation
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE = 5.0

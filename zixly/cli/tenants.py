@@ -34,8 +34,9 @@ from zixly.provisioning.control import (
 )
 from zixly.provisioning.final_exports import final_export
 from zixly.provisioning.instances import InstanceRepository, InstanceRow
-from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle, Operation, Template
-from zixly.provisioning.n8n.bundles import n8n_workflows
+from zixly.provisioning.lifecycle import InstanceLifecycle
+from zixly.provisioning.n8n.bundle_export import n8n_workflows
+from zixly.provisioning.operations import STAFF, Operation, Template
 from zixly.provisioning.runtimes.base import InstanceRuntime
 from zixly.provisioning.watch import follow
 

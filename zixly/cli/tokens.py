@@ -62,9 +62,7 @@ async def _mint(p: Services, args: argparse.Namespace, console: Console) -> int:
 
 async def _rotate(p: Services, args: argparse.Namespace, console: Console) -> int:
     tenant_id = await resolve_tenant(p.db, args.tenant)
-    deps = CredentialDeps(
-        p.db, p.keyring, p.http, p.settings.ingest_base_url
-    )
+    deps = CredentialDeps(p.db, p.keyring, p.http, p.settings.ingest_base_url)
     issued = await token_rotation(deps).rotate(tenant_id, CLI_ACTOR)
     console.print(
         f"rotated the instance's ingest token of {args.tenant}: now {issued.row.prefix}…, in "

@@ -50,7 +50,8 @@ from zixly.dev.sandbox.server import RunningSandbox, serve_sandbox
 from zixly.embedded.stack import Endpoints
 from zixly.integrations.connect import IntegrationConnector
 from zixly.provisioning.instances import ActualState, InstanceRepository
-from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle
+from zixly.provisioning.lifecycle import InstanceLifecycle
+from zixly.provisioning.operations import STAFF
 from zixly.provisioning.templates import bundled_manifest
 from zixly.provisioning.watch import follow
 from zixly.workers.settings import WorkerSettings

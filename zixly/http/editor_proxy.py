@@ -63,9 +63,9 @@ from zixly.core.outages import unavailable
 from zixly.db.session import Database, Scope
 from zixly.http.middleware import error_response
 from zixly.provisioning.instances import ActualState, InstanceRepository
-from zixly.provisioning.lifecycle import STAFF
 from zixly.provisioning.n8n.client import AUTH_COOKIE, N8nClient
 from zixly.provisioning.n8n.errors import N8nError
+from zixly.provisioning.operations import STAFF
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField
 from zixly.security.crypto import Keyring
 from zixly.security.principal import Role

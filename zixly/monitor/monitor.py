@@ -42,7 +42,7 @@ from zixly.monitor import store
 from zixly.monitor.executions import Batch, failure_messages, read_since
 from zixly.monitor.rules import ACTIVE, ERROR, STALE, Run, Verdict, assess, sync_alert_severity
 from zixly.provisioning.control import TenantN8n
-from zixly.provisioning.lifecycle import describe
+from zixly.provisioning.operations import describe
 from zixly.provisioning.templates import Manifest, TemplateSpec, bundled_manifest
 
 log = get_logger("zixly.monitor")

@@ -29,10 +29,10 @@ STAFF = Scope(tenant_id=None, staff=True)
 _TABLE = cast(Table, Integration.__table__)
 
 
-
 def integration_binding(tenant_id: uuid.UUID, row_id: uuid.UUID, token: str) -> Binding:
     """An integration token (``access_token`` / ``refresh_token``) is bound to its row."""
     return Binding(str(tenant_id), Integration.__tablename__, str(row_id), token)
+
 
 @dataclass(frozen=True)
 class StoredIntegration:

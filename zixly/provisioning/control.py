@@ -34,10 +34,13 @@ from zixly.domain.tenants import SLUG_PATTERN
 from zixly.provisioning.enqueue import enqueue
 from zixly.provisioning.instance_events import publish
 from zixly.provisioning.instances import TENANTS, ActualState, InstanceRepository, InstanceRow, T
-from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle, Operation, Template
-from zixly.provisioning.n8n import bundles
+from zixly.provisioning.lifecycle import InstanceLifecycle
+from zixly.provisioning.n8n.bundle_export import export_bundle
+from zixly.provisioning.n8n.bundle_format import ImportReport
+from zixly.provisioning.n8n.bundle_import import import_bundle
 from zixly.provisioning.n8n.client import N8nClient
 from zixly.provisioning.n8n.errors import N8nError
+from zixly.provisioning.operations import STAFF, Operation, Template
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField
 from zixly.provisioning.templates import plan_templates
 from zixly.security.crypto import Keyring
@@ -166,15 +169,15 @@ class TenantN8n:
     async def export(self, tenant_id: uuid.UUID, ids: Sequence[str] | None) -> dict[str, Any]:
         api, row = await self.client(tenant_id)
         async with reachable():
-            return await bundles.export_bundle(api, ids, n8n_version=row.version)
+            return await export_bundle(api, ids, n8n_version=row.version)
 
     async def import_(
         self, tenant_id: uuid.UUID, bundle: object, *, activate: bool = False
-    ) -> bundles.ImportReport:
+    ) -> ImportReport:
         api, _ = await self.client(tenant_id)
         # import_bundle reports n8n's failures per workflow itself; an unreachable n8n stops
         # it, reported on the workflow it stopped at.
-        return await bundles.import_bundle(api, bundle, activate=activate)
+        return await import_bundle(api, bundle, activate=activate)
 
 
 async def find_tenant(session: AsyncSession, ref: str) -> uuid.UUID | None:

@@ -32,8 +32,9 @@ from zixly.core.logging import get_logger
 from zixly.db.session import Database
 from zixly.ingest.instance_tokens import InstanceTokenRotation
 from zixly.provisioning.instances import ActualState, InstanceRepository
-from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle
+from zixly.provisioning.lifecycle import InstanceLifecycle
 from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.operations import STAFF
 from zixly.provisioning.secrets import InstanceSecretBox
 from zixly.provisioning.templates import (
     TEMPLATES_DIR,

@@ -17,7 +17,7 @@ from typing import Any
 from arq import ArqRedis
 from arq.jobs import Job
 
-from zixly.provisioning.lifecycle import Operation, template_sources
+from zixly.provisioning.operations import Operation, template_sources
 
 JOB_NAMES: Mapping[Operation, str] = {
     Operation.PROVISION: "provision_instance",

@@ -30,14 +30,9 @@ from zixly.provisioning.instances import (
     InstanceRow,
 )
 from zixly.provisioning.lease import job_lease
-from zixly.provisioning.lifecycle import (
-    STAFF,
-    HealthCheckError,
-    InstanceBusyError,
-    InstanceLifecycle,
-    Operation,
-)
+from zixly.provisioning.lifecycle import InstanceLifecycle
 from zixly.provisioning.n8n.errors import N8nUnavailableError
+from zixly.provisioning.operations import STAFF, HealthCheckError, InstanceBusyError, Operation
 from zixly.provisioning.reconciler import Reconciler
 from zixly.provisioning.runtimes.errors import InstanceNotFoundError, RuntimeFailure
 

@@ -36,13 +36,8 @@ from zixly.provisioning.instances import (
     InstanceRepository,
     InstanceRow,
 )
-from zixly.provisioning.lifecycle import (
-    STAFF,
-    InstanceBusyError,
-    InstanceLifecycle,
-    describe,
-    handle_of,
-)
+from zixly.provisioning.lifecycle import InstanceLifecycle
+from zixly.provisioning.operations import STAFF, InstanceBusyError, describe, handle_of
 from zixly.provisioning.runtimes.base import InstanceHandle, RuntimeState
 
 log = get_logger("zixly.provisioning.reconciler")

@@ -12,7 +12,7 @@ from zixly.provisioning.control import TenantInstance
 from zixly.provisioning.final_exports import FinalExport as KeptExport
 from zixly.provisioning.instance_events import InstanceEventMessage
 from zixly.provisioning.instances import ActualState, DesiredState, EventKind, InstanceRow, Step
-from zixly.provisioning.n8n.bundles import ImportedWorkflow, ImportReport, WorkflowProblem
+from zixly.provisioning.n8n.bundle_format import ImportedWorkflow, ImportReport, WorkflowProblem
 
 InstanceStatus = strawberry.enum(
     ActualState, name="InstanceStatus", description="What the lifecycle last reached."

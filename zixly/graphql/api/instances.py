@@ -34,7 +34,7 @@ from zixly.provisioning.control import (
 from zixly.provisioning.final_exports import final_export
 from zixly.provisioning.instance_events import subscribe
 from zixly.provisioning.instances import InstanceRepository
-from zixly.provisioning.lifecycle import Operation
+from zixly.provisioning.operations import Operation
 from zixly.provisioning.templates import bundled_manifest, template_id
 from zixly.security.principal import Role
 
