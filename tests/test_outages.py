@@ -34,7 +34,7 @@ from tests.conftest import (
 )
 from zixly.alerts.jobs import deliver_alerts
 from zixly.app import create_app
-from zixly.container import Services
+from zixly.container import Services, build_alert_service
 from zixly.core.outages import watched
 from zixly.core.queue import job_queue
 from zixly.core.settings import Settings
@@ -197,11 +197,13 @@ async def test_a_cron_logs_one_line_when_an_outage_starts_and_one_when_it_ends(
         "db": down,
         "http": http,
         "redis": job_queue(redis),
+        "alerts": build_alert_service(settings, down, http, services.keyring),
     }
     try:
         failed = [await job(ctx) for _ in range(3)]
         ctx["db"] = services.db  # the database is back
-        ctx.pop("alerts")  # built over the database that was down
+        # the worker's alert service is over its database (zixly.container)
+        ctx["alerts"] = build_alert_service(settings, services.db, http, services.keyring)
         recovered = await job(ctx)
         again = await job(ctx)
     finally:

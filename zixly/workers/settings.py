@@ -41,6 +41,11 @@ def _redis_url(ctx: dict[str, Any], settings: Settings) -> str:
     kwargs = ctx["redis"].connection_pool.connection_kwargs
     password = kwargs.get("password")
     auth = f":{quote(str(password), safe='')}@" if password else ""
+    if kwargs.get("path"):  # a Unix socket (the embedded Redis)
+        query = f"db={kwargs.get('db', 0)}" + (
+            f"&password={quote(str(password))}" if password else ""
+        )
+        return f"unix://{kwargs['path']}?{query}"
     return f"redis://{auth}{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
 
 
