@@ -13,6 +13,7 @@ from zixly.auth.verifier import TokenVerifier
 from zixly.db.session import Database, create_engine
 from zixly.domain.cursors import CursorCodec
 from zixly.http.guard import AccessGuard
+from zixly.principal_events import PrincipalWatch
 from zixly.settings import Settings
 
 REDIS_TIMEOUT_SECONDS = 2.0
@@ -31,6 +32,8 @@ class Services:
     authenticator: Authenticator
     cursors: CursorCodec
     guard: AccessGuard
+    # Removals and role changes announced by any replica (closes this process's WebSockets).
+    principal_watch: PrincipalWatch
 
     @classmethod
     def build(cls, settings: Settings, *, database_url: str, redis_url: str) -> Services:
@@ -62,9 +65,11 @@ class Services:
             authenticator=Authenticator(settings, verifier, db),
             cursors=CursorCodec(secret),
             guard=AccessGuard(limits_redis, settings),
+            principal_watch=PrincipalWatch(redis),
         )
 
     async def close(self) -> None:
+        self.principal_watch.stop()
         await self.http.aclose()
         await self.redis.aclose()
         await self.guard.close()

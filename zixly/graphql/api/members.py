@@ -4,6 +4,7 @@ Members join by accepting an invitation (zixly.graphql.api.invitations)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import strawberry
@@ -17,6 +18,7 @@ from zixly.graphql.api.me import RoleEnum
 from zixly.graphql.context import Context, Info
 from zixly.graphql.inputs import checked_text, parse_id
 from zixly.graphql.relay import Connection, build_connection, decode_after, page_size
+from zixly.principal_events import publish_change
 
 
 @strawberry.type(description="A user's membership in the tenant.")
@@ -38,6 +40,12 @@ class Member:
 
 def _admin(ctx: Context, session: AsyncSession) -> MemberAdmin:
     return MemberAdmin(session, Actor.of(ctx.principal, ctx.request_id))
+
+
+def _announce(ctx: Context, admin: MemberAdmin) -> None:
+    """Once the request commits, tell every replica whose sockets the changes affect."""
+    for change in admin.changes:
+        ctx.uow.after_commit(partial(publish_change, ctx.services.redis_commands, change))
 
 
 def checked_email(email: str) -> str:
@@ -76,7 +84,9 @@ class MemberMutation:
         ctx.tenant(Role.ADMIN)
         target = parse_id(user_id, "userId")
         async with ctx.session() as session:
-            row = await _admin(ctx, session).set_role(target, Role(role.value))
+            admin = _admin(ctx, session)
+            row = await admin.set_role(target, Role(role.value))
+        _announce(ctx, admin)
         return Member.from_row(row)
 
     @strawberry.mutation(description="Remove a member from the tenant (ADMIN); returns them.")
@@ -85,5 +95,7 @@ class MemberMutation:
         ctx.tenant(Role.ADMIN)
         target = parse_id(user_id, "userId")
         async with ctx.session() as session:
-            row = await _admin(ctx, session).remove(target)
+            admin = _admin(ctx, session)
+            row = await admin.remove(target)
+        _announce(ctx, admin)
         return Member.from_row(row)
