@@ -182,14 +182,21 @@ async def test_a_demoted_admins_socket_closes_4403(
         tenant.id,
         uuid.UUID(await user_id(owner, tenant.editor)),
     )
+    demotion = {"id": await user_id(owner, tenant.admin), "role": "VIEWER"}
     async with connected(live_server, world.headers(tenant.admin)) as ws:
         assert codes(await run(ws, "1", ME)) == []
-        demoted = await http(
+        # A demotion in an operation that fails is rolled back, so it is never announced.
+        rolled_back = await http(
             live_server,
-            SET_ROLE,
-            {"id": await user_id(owner, tenant.admin), "role": "VIEWER"},
+            "mutation($id: ID!, $role: RoleEnum!) { setUserRole(userId: $id, role: $role) "
+            '{ role } bad: upsertClient(input: {clientId: "", name: "x"}) { clientId } }',
+            demotion,
             world.headers(tenant.editor),
         )
+        assert [e["extensions"]["code"] for e in rolled_back["errors"]] == ["VALIDATION_ERROR"]
+        await still_open(ws)
+        assert (await run(ws, "2", ME))[0]["payload"]["data"]["me"]["role"] == "ADMIN"
+        demoted = await http(live_server, SET_ROLE, demotion, world.headers(tenant.editor))
         assert demoted == {"data": {"setUserRole": {"role": "VIEWER"}}}
         assert await close_code(ws) == 4403
 
