@@ -258,7 +258,7 @@ async def test_a_change_made_on_another_replica_closes_the_socket_here(
 
 
 async def test_changes_close_only_that_users_sockets_in_that_tenant(
-    live_server: str, world: World, owner: asyncpg.Connection
+    live_server: str, services: Services, world: World, owner: asyncpg.Connection
 ) -> None:
     a = await world.tenant("ws-iso-a", clients=0)
     b = await world.tenant("ws-iso-b", clients=0)
@@ -285,6 +285,15 @@ async def test_changes_close_only_that_users_sockets_in_that_tenant(
         for ws in (in_a, a_viewer):
             await still_open(ws)
             assert codes(await run(ws, "me", ME)) == []
+    await unwatched(services)
+
+
+async def unwatched(services: Services) -> None:
+    """Until every socket of the process stopped being watched, and the listener with them."""
+    watch = services.principal_watch
+    async with asyncio.timeout(TIMEOUT):
+        while watch.watching or watch.listening:
+            await asyncio.sleep(0.01)
 
 
 # --- token expiry -------------------------------------------------------------------------------

@@ -108,6 +108,15 @@ class PrincipalWatch:
                 await self._subscribed.wait()
         return lambda: self._unwatch(key, watcher)
 
+    @property
+    def watching(self) -> int:
+        """How many watchers there are (sockets followed by this process)."""
+        return sum(len(watchers) for watchers in self._watchers.values())
+
+    @property
+    def listening(self) -> bool:
+        return self._task is not None
+
     def _unwatch(self, key: Key, watcher: Watcher) -> None:
         watchers = self._watchers.get(key)
         if watchers is not None:
