@@ -17,6 +17,7 @@ dev: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy zixly
+	$(VENV)/bin/python tests/architecture.py
 	bash scripts/ci-setup-podman.sh
 	$(VENV)/bin/zixly n8n install
 	$(VENV)/bin/zixly n8n image

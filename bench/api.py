@@ -36,9 +36,9 @@ from bench.procstat import CpuGroups, parent_of
 from bench.report import Report, Run, print_report
 from bench.scenarios import Workload, all_scenarios
 from bench.servers import KINDS, Server, running_servers
-from zixly.auth.tokens import mint_token
-from zixly.embedded import Endpoints
-from zixly.settings import Settings
+from zixly.core.settings import Settings
+from zixly.embedded.stack import Endpoints
+from zixly.security.tokens import mint_token
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "zixly" / "bench-api"

@@ -20,7 +20,13 @@ import asyncpg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from zixly.seed import copy_financials, daily_financials, ensure_client, ensure_tenant, ensure_user
+from zixly.dev.seed import (
+    copy_financials,
+    daily_financials,
+    ensure_client,
+    ensure_tenant,
+    ensure_user,
+)
 
 LAYOUT_VERSION = "v1"  # bump when the layout changes, so older bench data is not reused
 SLUG_PREFIX = "bench-"  # every bench tenant's slug starts so

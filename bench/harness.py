@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 
 from zixly.db.migrate import upgrade
-from zixly.embedded import EmbeddedStack, Endpoints
+from zixly.embedded.stack import EmbeddedStack, Endpoints
 
 T = TypeVar("T")
 

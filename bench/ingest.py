@@ -46,12 +46,12 @@ from bench.harness import on_embedded_stack
 from bench.procstat import MACHINE, CpuGroups, parent_of
 from bench.report import machine_info
 from bench.servers import running_servers
+from zixly.core.logging import configure_logging
+from zixly.core.settings import Settings
 from zixly.db.session import Database, create_engine
-from zixly.embedded import Endpoints
+from zixly.dev.seed import ensure_tenant
+from zixly.embedded.stack import Endpoints
 from zixly.ingest.instance_tokens import issue_instance_token
-from zixly.logging import configure_logging
-from zixly.seed import ensure_tenant
-from zixly.settings import Settings
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "zixly" / "bench-ingest"

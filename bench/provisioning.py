@@ -56,15 +56,20 @@ from bench.provisioning_report import (
     Start,
     print_report,
 )
-from zixly.provisioning.bootstrap import InstanceSecrets, bootstrap_instance
-from zixly.provisioning.distributions import DEFAULT_N8N_VERSION, ensure_n8n
-from zixly.provisioning.docker_runtime import DEPLOYMENT_LABEL, DockerRuntime
-from zixly.provisioning.errors import NotInstalledError, RuntimeFailure
-from zixly.provisioning.images import image_tag
-from zixly.provisioning.n8n_client import N8nClient
-from zixly.provisioning.podman import PodmanService, podman_available
-from zixly.provisioning.process_runtime import ENCRYPTION_KEY, ProcessRuntime
-from zixly.provisioning.runtime import InstanceHandle, InstanceRuntime, InstanceSpec, RuntimeState
+from zixly.provisioning.n8n.bootstrap import InstanceSecrets, bootstrap_instance
+from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.runtimes.base import (
+    InstanceHandle,
+    InstanceRuntime,
+    InstanceSpec,
+    RuntimeState,
+)
+from zixly.provisioning.runtimes.distributions import DEFAULT_N8N_VERSION, ensure_n8n
+from zixly.provisioning.runtimes.docker import DEPLOYMENT_LABEL, DockerRuntime
+from zixly.provisioning.runtimes.errors import NotInstalledError, RuntimeFailure
+from zixly.provisioning.runtimes.images import image_tag
+from zixly.provisioning.runtimes.podman import PodmanService, podman_available
+from zixly.provisioning.runtimes.process import ENCRYPTION_KEY, ProcessRuntime
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"

@@ -106,10 +106,10 @@ def running_servers(
 
 
 def _zixly_app() -> Any:
-    from zixly.http.app import create_app
-    from zixly.logging import configure_logging
-    from zixly.services import Services
-    from zixly.settings import Settings
+    from zixly.app import create_app
+    from zixly.container import Services
+    from zixly.core.logging import configure_logging
+    from zixly.core.settings import Settings
 
     settings = Settings()
     assert settings.database_url and settings.redis_url, "set ZIXLY_DATABASE_URL and _REDIS_URL"
@@ -122,7 +122,7 @@ def _zixly_app() -> Any:
 
 def _baseline_app() -> Any:
     from bench.baseline import create_app
-    from zixly.settings import Settings
+    from zixly.core.settings import Settings
 
     settings = Settings()
     assert settings.database_url, "set ZIXLY_DATABASE_URL"

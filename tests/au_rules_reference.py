@@ -16,7 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from zixly.errors import ValidationError
+from zixly.core.errors import ValidationError
 from zixly.n8n_nodes import (
     IdentifierResult,
     Period,

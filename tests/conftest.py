@@ -19,13 +19,13 @@ import httpx
 import pytest
 import uvicorn
 
-from zixly.auth.tokens import mint_token
+from zixly.app import create_app
+from zixly.container import Services
+from zixly.core.settings import Settings
 from zixly.db.migrate import upgrade
-from zixly.embedded import EmbeddedStack, Endpoints
-from zixly.http.app import create_app
-from zixly.seed import ensure_client, ensure_tenant, ensure_user
-from zixly.services import Services
-from zixly.settings import Settings
+from zixly.dev.seed import ensure_client, ensure_tenant, ensure_user
+from zixly.embedded.stack import EmbeddedStack, Endpoints
+from zixly.security.tokens import mint_token
 
 JWT_SECRET = "test-secret-" + "x" * 40
 
@@ -158,7 +158,7 @@ async def gql(
 
 @pytest.fixture(scope="session", autouse=True)
 def _quiet_logs() -> Iterator[None]:
-    from zixly.logging import configure_logging
+    from zixly.core.logging import configure_logging
 
     configure_logging("WARNING", json=True)
     yield
@@ -264,7 +264,7 @@ class LogLines:
 @pytest.fixture
 def logs() -> Iterator[LogLines]:
     """Application logs at INFO, captured for the test (restored to quiet afterwards)."""
-    from zixly.logging import configure_logging
+    from zixly.core.logging import configure_logging
 
     captured = LogLines()
     configure_logging("INFO", json=True, stream=captured.stream)

@@ -15,8 +15,8 @@ from tests.conftest import World, gql
 from tests.test_mutations import error
 from zixly.alerts.channels import SmtpChannel, WebhookChannel
 from zixly.alerts.service import AlertService
-from zixly.crypto import Keyring
-from zixly.services import Services
+from zixly.container import Services
+from zixly.security.crypto import Keyring
 
 SETTINGS = """{ alertSettings { emailRecipients webhookConfigured channels minSeverity
   renotifyAfterSeconds } }"""

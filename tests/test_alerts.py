@@ -24,11 +24,11 @@ from zixly.alerts.channels import SmtpChannel, WebhookChannel
 from zixly.alerts.destinations import WebhookTargets
 from zixly.alerts.jobs import deliver_alerts
 from zixly.alerts.service import AlertService
-from zixly.crypto import Keyring, Secret
+from zixly.core.queue import deserialize, serialize
+from zixly.core.settings import Settings
 from zixly.db.session import Database, Scope, create_engine
-from zixly.embedded import Endpoints
-from zixly.settings import Settings
-from zixly.worker import deserialize, serialize
+from zixly.embedded.stack import Endpoints
+from zixly.security.crypto import Keyring, Secret
 
 
 @dataclass

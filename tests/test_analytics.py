@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import World, gql
-from zixly.seed import copy_financials
+from zixly.dev.seed import copy_financials
 
 UTC = dt.UTC
 D = Decimal

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.au_rules_reference import evaluate, load_vectors
-from zixly.errors import ValidationError
+from zixly.core.errors import ValidationError
 from zixly.n8n_nodes import (
     IdentifierResult,
     InvalidAmountError,

@@ -18,11 +18,11 @@ from joserfc.jwk import RSAKey
 
 from tests.conftest import JWT_SECRET, World, gql, make_settings, other_app
 from tests.jwks_server import JwksIssuer
-from zixly.auth.tokens import mint_token
-from zixly.auth.verifier import TokenVerifier
-from zixly.embedded import Endpoints
-from zixly.services import Services
-from zixly.settings import Settings
+from zixly.container import Services
+from zixly.core.settings import Settings
+from zixly.embedded.stack import Endpoints
+from zixly.security.tokens import mint_token
+from zixly.security.verifier import TokenVerifier
 
 ME = "{ me { email role tenant { slug } } }"
 
@@ -419,7 +419,7 @@ async def test_unreachable_issuer_is_unavailable_not_unauthenticated(
 
 
 def test_verified_tokens_expire_with_the_token_and_are_bounded() -> None:
-    from zixly.auth.verifier import VerifiedTokens
+    from zixly.security.verifier import VerifiedTokens
 
     cache = VerifiedTokens(max_age=60, leeway=0, size=2)
     now = time.time()

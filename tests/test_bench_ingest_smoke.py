@@ -12,7 +12,7 @@ import asyncpg
 from rich.console import Console
 
 from bench.ingest import SLUG_PREFIX, IngestConfig, bodies, records, run_benchmark
-from zixly.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 
 
 def the_only_result(directory: Path) -> dict[str, Any]:

@@ -21,9 +21,9 @@ from bench.dataset import EMAIL_DOMAIN, SLUG_PREFIX, START, Layout, ensure_datas
 from bench.loadgen import send
 from bench.scenarios import Workload, all_scenarios
 from tests.conftest import JWT_SECRET, plain_dsn
-from zixly.auth.tokens import mint_token
-from zixly.embedded import Endpoints
-from zixly.settings import Settings
+from zixly.core.settings import Settings
+from zixly.embedded.stack import Endpoints
+from zixly.security.tokens import mint_token
 
 TENANTS, ROWS = 2, 6000  # 3000 a tenant: three clients, so several rows share each date
 

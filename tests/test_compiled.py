@@ -21,15 +21,15 @@ from strawberry.permission import BasePermission
 from strawberry.types.base import get_object_definition
 
 from tests.conftest import LogLines, TenantFixture, World
-from zixly.auth.principal import Principal, Role
+from zixly.app import create_app
+from zixly.container import Services
+from zixly.core.metrics import REGISTRY
 from zixly.graphql.api.clients import FinancialRecord
 from zixly.graphql.compiled import endpoint, sources
 from zixly.graphql.compiled.planner import Planner
 from zixly.graphql.context import build_context
 from zixly.graphql.schema import build_schema
-from zixly.http.app import create_app
-from zixly.http.metrics import REGISTRY
-from zixly.services import Services
+from zixly.security.principal import Principal, Role
 
 START = dt.date(2024, 3, 1)
 DAYS = 6

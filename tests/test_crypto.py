@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 
 from tests.conftest import World, make_settings
-from zixly.crypto import (
+from zixly.security.crypto import (
     CIPHERTEXT,
     Binding,
     DecryptionError,

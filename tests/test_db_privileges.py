@@ -20,10 +20,10 @@ import pytest
 from sqlalchemy import text
 
 from tests.conftest import World, plain_dsn
+from zixly.container import Services
 from zixly.db.bootstrap import UnsafeRoleError, assert_application_role_is_safe
 from zixly.db.session import Scope
-from zixly.embedded import Endpoints
-from zixly.services import Services
+from zixly.embedded.stack import Endpoints
 
 pytestmark = pytest.mark.asyncio
 
@@ -121,7 +121,9 @@ async def test_definer_functions_ignore_temporary_shadows(
             "SELECT * FROM zixly_auth_principal('nobody-real@shadow.test', NULL, NULL)"
         )
         assert forged == []  # the temporary users table was not read
-        real = await admin.fetchrow("SELECT * FROM zixly_auth_principal($1, NULL, NULL)", tenant.admin)
+        real = await admin.fetchrow(
+            "SELECT * FROM zixly_auth_principal($1, NULL, NULL)", tenant.admin
+        )
         assert real is not None and real["tenant_slug"] == tenant.slug  # real tenants
         assert await admin.fetch("SELECT * FROM zixly_ingest_principal($1)", digest) == []
         created = await admin.fetchval("SELECT zixly_ensure_user('nobody-real@shadow.test')")

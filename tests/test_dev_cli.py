@@ -15,7 +15,7 @@ import httpx
 import psutil
 
 from tests.conftest import free_port
-from zixly.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 
 TOKEN_LINE = re.compile(
     r"^(STAFF|ADMIN|EDITOR|VIEWER)\s+(\S+@\S+)\n(eyJ[\w-]+\.[\w-]+\.[\w-]+)$", re.M
@@ -41,7 +41,7 @@ def _start(
         env.pop(key, None)
     env.update(servers or {})
     process = subprocess.Popen(
-        [sys.executable, "-m", "zixly.cli", "dev", *args],
+        [sys.executable, "-m", "zixly.cli.main", "dev", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -184,7 +184,7 @@ def test_dev_refuses_a_database_url_without_the_owner_url(
     }
     env.pop("ZIXLY_MIGRATIONS_DATABASE_URL", None)
     result = subprocess.run(
-        [sys.executable, "-m", "zixly.cli", "dev"],
+        [sys.executable, "-m", "zixly.cli.main", "dev"],
         env=env,
         capture_output=True,
         text=True,

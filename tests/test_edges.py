@@ -30,20 +30,20 @@ from tests.conftest import (
     served,
 )
 from tests.jwks_server import JwksIssuer
-from zixly.auth.tokens import mint_token
-from zixly.cli import main
-from zixly.embedded import Endpoints
-from zixly.errors import ValidationError
+from zixly.app import create_app
+from zixly.cli.main import main
+from zixly.container import Services
+from zixly.core.errors import ValidationError
+from zixly.core.logging import get_logger
+from zixly.core.settings import Settings
+from zixly.embedded.stack import Endpoints
 from zixly.graphql.schema import build_schema
-from zixly.http.app import create_app
-from zixly.http.guard import (
+from zixly.security.guard import (
     ACCOUNT_FAILURES_PER_WINDOW,
     ADDRESS_FAILURES_PER_WINDOW,
     AUTH_FAILURES_PER_WINDOW,
 )
-from zixly.logging import get_logger
-from zixly.services import Services
-from zixly.settings import Settings
+from zixly.security.tokens import mint_token
 
 ME = "{ me { email } }"
 METRICS_TOKEN = "metrics-" + secrets.token_hex(16)

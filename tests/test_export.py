@@ -11,9 +11,9 @@ import httpx
 from starlette.types import ASGIApp, Message
 
 from tests.conftest import LogLines, TenantFixture, World, app_with_broken_data_path
-from zixly.http.app import create_app
-from zixly.seed import copy_financials, ensure_client
-from zixly.services import Services
+from zixly.app import create_app
+from zixly.container import Services
+from zixly.dev.seed import copy_financials, ensure_client
 
 URL = "/export/financials.csv"
 HEADER = [

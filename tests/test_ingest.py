@@ -24,15 +24,14 @@ from tests.conftest import (
     other_app,
     plain_dsn,
 )
-from zixly.embedded import Endpoints
-from zixly.http.app import create_app
-from zixly.http.guard import ADDRESS_FAILURES_PER_WINDOW
-from zixly.http.metrics import REGISTRY
+from zixly.app import create_app
+from zixly.container import Services, build_lifecycle, build_runtime
+from zixly.core.metrics import REGISTRY
+from zixly.embedded.stack import Endpoints
 from zixly.ingest.instance_tokens import issue_instance_token
 from zixly.ingest.tokens import new_token
 from zixly.ingest.writer import NULL, SEPARATOR, pack
-from zixly.services import Services
-from zixly.worker import build_lifecycle
+from zixly.security.guard import ADDRESS_FAILURES_PER_WINDOW
 
 INGEST = "/ingest/v1"
 START = dt.date(2026, 1, 1)
@@ -733,7 +732,9 @@ async def test_the_ingest_url_instances_get(
     assert public.ingest_base_url == "https://api.zixly.example/ingest/v1"
     chosen = make_settings(data_dir, ingest_url="https://in.zixly.example/v1/")
     assert chosen.ingest_base_url == "https://in.zixly.example/v1"
-    lifecycle = build_lifecycle(chosen, services.db, services.redis, services.http)
+    lifecycle = build_lifecycle(
+        chosen, services.db, services.redis, services.http, build_runtime(chosen), services.keyring
+    )
     assert lifecycle.ingest_url == "https://in.zixly.example/v1"
     # ... and the path under it is what this app serves.
     path = services.settings.ingest_base_url.removeprefix(services.settings.base_url)

@@ -17,8 +17,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import World, gql
+from zixly.app import create_app
+from zixly.container import Services
 from zixly.db.session import Scope
-from zixly.http.app import create_app
 from zixly.ingest.instance_tokens import INSTANCE_TOKEN_NAME, issue_instance_token
 from zixly.ingest.tokens import TOKEN_PATTERN, resolve
 from zixly.provisioning.templates import (
@@ -28,7 +29,6 @@ from zixly.provisioning.templates import (
     render,
     values_for,
 )
-from zixly.services import Services
 
 FIELDS = "id name prefix createdAt lastUsedAt expiresAt revokedAt"
 LIST = f"query($all: Boolean! = false) {{ ingestTokens(includeRevoked: $all) {{ {FIELDS} }} }}"

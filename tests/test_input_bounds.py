@@ -28,9 +28,9 @@ from tests.conftest import World
 from tests.test_ingest import envelope, financial, token_for
 from tests.test_security_probes import lead, post
 from tests.test_subscriptions import receive, ws_url
-from zixly.domain.bounds import MAX_DATE, MIN_DATE
+from zixly.container import Services
+from zixly.core.bounds import MAX_DATE, MIN_DATE
 from zixly.graphql.http_requests import GRAPHQL_RESPONSE, MAX_JSON_DEPTH
-from zixly.services import Services
 
 ME = "{ me { email } }"
 FINANCIALS = "query($r: DateRangeInput!) { financials(range: $r) { nodes { id } } }"

@@ -50,10 +50,10 @@ from websockets.typing import Subprotocol
 
 from tests.conftest import World, make_settings, other_app, served
 from tests.test_subscriptions import ws_url
-from zixly.embedded import Endpoints
+from zixly.container import Services
+from zixly.core.settings import Settings
+from zixly.embedded.stack import Endpoints
 from zixly.graphql.schema import build_schema
-from zixly.services import Services
-from zixly.settings import Settings
 
 SCALE = float(os.environ.get("ZIXLY_FUZZ_SCALE", "1"))
 HTTP_EXAMPLES = int(600 * SCALE)

@@ -24,19 +24,18 @@ import httpx
 import pytest
 
 from tests.conftest import TenantFixture, World, free_port, gql, make_settings, serve_app
-from zixly.crypto import Keyring, Secret
-from zixly.embedded import Endpoints
-from zixly.http.app import create_app
+from zixly.app import create_app
+from zixly.container import Services
+from zixly.core.settings import Settings
+from zixly.dev.sandbox.oauth import Fault, ProviderSandbox
+from zixly.embedded.stack import Endpoints
 from zixly.integrations.connect import STATE_PREFIX
-from zixly.integrations.oauth import InvalidGrantError, OAuthClient
 from zixly.integrations.refresh import refresh_expiring_tokens
-from zixly.integrations.registry import PROVIDERS, provider
 from zixly.integrations.sync import sync_job_id
-from zixly.keys import integration_binding
-from zixly.sandbox.oauth import Fault, ProviderSandbox
-from zixly.services import Services
-from zixly.settings import Settings
-from zixly.worker import build_lifecycle
+from zixly.providers.oauth import InvalidGrantError, OAuthClient
+from zixly.providers.registry import PROVIDERS, provider
+from zixly.providers.tokens import integration_binding
+from zixly.security.crypto import Keyring, Secret
 
 CLIENT = ("zixly-app", "zixly-app-secret")
 START = """
@@ -545,7 +544,9 @@ async def test_invalid_grant_ends_in_error_and_one_alert_until_reconnected(rig: 
         "db": services.db,
         "redis": services.redis,
         "http": services.http,
-        "lifecycle": build_lifecycle(rig.settings, services.db, services.redis, services.http),
+        "keyring": services.keyring,
+        "alerts": services.alerts,
+        "lifecycle": services.lifecycle,
     }
 
     first = await refresh_expiring_tokens(ctx)

@@ -1,6 +1,6 @@
 """Invitations with consent and the explicit tenant choice, against the real stack: the
 app over the embedded PostgreSQL and Redis, mail through a real aiosmtpd server on loopback
-(the development stack's mail sink, zixly.devmail)."""
+(the development stack's mail sink, zixly.dev.mail)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from tests.conftest import World, gql, make_settings, other_app
-from zixly.devmail import MailSink, mail_sink
-from zixly.embedded import Endpoints
-from zixly.services import Services
+from zixly.container import Services
+from zixly.dev.mail import MailSink, mail_sink
+from zixly.embedded.stack import Endpoints
 
 PUBLIC_URL = "https://zixly.example.test"
 INVITE = """

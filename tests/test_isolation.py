@@ -12,8 +12,8 @@ import httpx
 from sqlalchemy import event
 
 from tests.conftest import TenantFixture, World, gql
-from zixly.seed import copy_financials, daily_financials
-from zixly.services import Services
+from zixly.container import Services
+from zixly.dev.seed import copy_financials, daily_financials
 
 RANGE = {"start": "2025-01-01", "end": "2025-03-31"}
 

@@ -23,11 +23,13 @@ from redis.asyncio import Redis
 from rich.console import Console
 
 from tests.conftest import LogLines, World, make_settings
-from zixly.cli import build_parser
-from zixly.crypto import Binding, DecryptionError, Keyring, KeyringError, key_entry
+from zixly.cli.keys import generate_command
+from zixly.cli.main import build_parser
+from zixly.cli.tenants import run_command
+from zixly.core.settings import Settings
 from zixly.db.session import Database, create_engine
-from zixly.embedded import Endpoints
-from zixly.keys import (
+from zixly.embedded.stack import Endpoints
+from zixly.keys.rotation import (
     COLUMNS,
     BatchProgress,
     KeyRotator,
@@ -37,12 +39,10 @@ from zixly.keys import (
     rotate_encryption_keys,
     rotation_job_id,
 )
-from zixly.keys_cli import generate_command
 from zixly.provisioning.secrets import SecretField
 from zixly.provisioning.secrets import binding as instance_binding
-from zixly.settings import Settings
-from zixly.tenants_cli import run_command
-from zixly.worker import WorkerSettings
+from zixly.security.crypto import Binding, DecryptionError, Keyring, KeyringError, key_entry
+from zixly.workers.settings import WorkerSettings
 
 KEY_A = bytes(range(100, 132))
 KEY_B = bytes(range(200, 232))
@@ -426,7 +426,9 @@ async def test_the_arq_job_rotates_and_is_enqueued_once(
         await redis.aclose()
 
     places = await seed(owner, world, kids.old)
-    result = await rotate_encryption_keys({"settings": settings, "db": db})
+    result = await rotate_encryption_keys(
+        {"settings": settings, "db": db, "keyring": Keyring.from_settings(settings)}
+    )
     assert (result["rotated"], result["complete"], result["active_kid"]) == (VALUES, True, kids.b)
     for place in places:
         assert kids.both.kid_of(await stored(owner, place)) == kids.b

@@ -17,11 +17,11 @@ from sqlalchemy import text
 
 import zixly.domain.metrics as metrics_domain
 from tests.conftest import World, gql
+from zixly.container import Services
 from zixly.db.models import EMBEDDING_DIMENSIONS
 from zixly.db.session import Scope
 from zixly.domain.embeddings import HashingEmbedder, metric_text
 from zixly.domain.metrics import CustomMetricRepository
-from zixly.services import Services
 
 UTC = dt.UTC
 EMBEDDER = HashingEmbedder()

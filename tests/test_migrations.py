@@ -10,7 +10,7 @@ from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from zixly.db.models import Base
-from zixly.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 
 
 async def test_models_match_migrated_database(endpoints: Endpoints) -> None:

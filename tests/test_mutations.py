@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 from tests.conftest import TenantFixture, World, gql
-from zixly.auth.principal import Role
+from zixly.container import Services
+from zixly.core.errors import ConflictError
 from zixly.db.session import Scope
 from zixly.domain.audit import Actor
 from zixly.domain.members import MemberAdmin
-from zixly.errors import ConflictError
-from zixly.services import Services
+from zixly.security.principal import Role
 
 UPSERT = """
 mutation($input: UpsertClientInput!) {

@@ -18,10 +18,10 @@ from tests.conftest import (
     other_app,
     unreachable_database_url,
 )
-from zixly.embedded import Endpoints
-from zixly.logging import REDACTED, get_logger
-from zixly.services import Services
-from zixly.settings import Settings
+from zixly.container import Services
+from zixly.core.logging import REDACTED, get_logger
+from zixly.core.settings import Settings
+from zixly.embedded.stack import Endpoints
 
 REFUSED_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 

@@ -33,14 +33,14 @@ from tests.conftest import (
     unreachable_database_url,
 )
 from zixly.alerts.jobs import deliver_alerts
+from zixly.app import create_app
+from zixly.container import Services
+from zixly.core.outages import watched
+from zixly.core.queue import job_queue
+from zixly.core.settings import Settings
 from zixly.db.session import Database, create_engine
-from zixly.embedded import Endpoints
-from zixly.http.app import create_app
+from zixly.embedded.stack import Endpoints
 from zixly.http.editor_proxy import COOKIE
-from zixly.outages import watched
-from zixly.provisioning.control import job_queue
-from zixly.services import Services
-from zixly.settings import Settings
 
 REFUSED_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 ME = "{ me { email } }"

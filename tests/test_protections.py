@@ -22,11 +22,11 @@ from tests.conftest import (
     other_app,
     unreachable_database_url,
 )
+from zixly.container import Services
+from zixly.core.settings import Settings
 from zixly.db.session import Scope
-from zixly.embedded import Endpoints
-from zixly.http.guard import ADDRESS_FAILURES_PER_WINDOW, AUTH_FAILURES_PER_WINDOW
-from zixly.services import Services
-from zixly.settings import Settings
+from zixly.embedded.stack import Endpoints
+from zixly.security.guard import ADDRESS_FAILURES_PER_WINDOW, AUTH_FAILURES_PER_WINDOW
 
 ME = "{ me { email } }"
 FINANCIALS = (

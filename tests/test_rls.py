@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import World, plain_dsn
 from zixly.db.bootstrap import UnsafeRoleError, assert_application_role_is_safe
 from zixly.db.models import TENANT_SCOPED_TABLES
-from zixly.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 
 pytestmark = pytest.mark.asyncio
 

@@ -25,11 +25,11 @@ from typing import Any
 import httpx
 import pytest
 
+from zixly.dev.sandbox import xero
+from zixly.dev.sandbox.common import ApiFault, DataApis, DataConfig
+from zixly.dev.sandbox.oauth import ProviderSandbox
+from zixly.dev.sandbox.server import RunningSandbox, serve_sandbox
 from zixly.n8n_nodes.identifiers import validate_abn
-from zixly.sandbox import xero
-from zixly.sandbox.common import ApiFault, DataApis, DataConfig
-from zixly.sandbox.oauth import ProviderSandbox
-from zixly.sandbox.server import RunningSandbox, serve_sandbox
 
 TODAY = date(2025, 3, 12)  # a Wednesday; Sydney is on daylight time (+11:00) until April
 LINK = re.compile(r'<([^>]+)>;\s*rel="(next|previous)"')
@@ -95,7 +95,7 @@ async def test_a_token_from_the_token_endpoint_opens_the_data_api(rig: Rig) -> N
 
 
 def _token_path(provider: str) -> str:
-    from zixly.integrations.registry import PROVIDERS
+    from zixly.providers.registry import PROVIDERS
 
     return PROVIDERS[provider].exchange_path
 
@@ -564,7 +564,7 @@ async def test_the_sandbox_command_serves_and_prints_its_url() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "zixly.cli",
+        "zixly.cli.main",
         "sandbox",
         "--port",
         "0",

@@ -37,15 +37,15 @@ from zixly.alerts.config import AlertSettingsRepository
 from zixly.alerts.destinations import WebhookTargets
 from zixly.alerts.errors import AlertDeliveryError
 from zixly.alerts.service import AlertService
-from zixly.cli import build_parser
-from zixly.crypto import Keyring, Secret
+from zixly.app import create_app
+from zixly.cli.main import build_parser
+from zixly.container import Services
 from zixly.db.session import Scope
-from zixly.embedded import Endpoints
-from zixly.http.app import create_app
+from zixly.dev.sandbox.server import serve_sandbox
+from zixly.embedded.stack import Endpoints
 from zixly.ingest.tokens import new_token
 from zixly.monitor.executions import failure_message, safe_message
-from zixly.sandbox.server import serve_sandbox
-from zixly.services import Services
+from zixly.security.crypto import Keyring, Secret
 
 INGEST = "/ingest/v1"
 

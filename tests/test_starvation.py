@@ -24,12 +24,12 @@ import httpx
 from sqlalchemy import text
 
 from tests.conftest import World, make_settings, other_app, plain_dsn, serve_app
+from zixly.app import create_app
+from zixly.container import Services
+from zixly.core.errors import RateLimitedError
 from zixly.db.admission import Admission
-from zixly.embedded import Endpoints
-from zixly.errors import RateLimitedError
-from zixly.http.app import create_app
+from zixly.embedded.stack import Endpoints
 from zixly.ingest.instance_tokens import issue_instance_token
-from zixly.services import Services
 
 RANGE = {"start": "2024-01-01", "end": "2024-12-31"}
 SUMMARY = (

@@ -18,10 +18,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from tests.conftest import World, make_settings, other_app, served
-from zixly.embedded import Endpoints
-from zixly.events import SyncEventBus, channel
-from zixly.http.guard import AUTH_FAILURES_PER_WINDOW
-from zixly.services import Services
+from zixly.container import Services
+from zixly.core.events import SyncEventBus, channel
+from zixly.embedded.stack import Endpoints
+from zixly.security.guard import AUTH_FAILURES_PER_WINDOW
 
 SUBSCRIPTION = "subscription { syncEvents { provider status occurredAt message recordsSynced } }"
 TIMEOUT = 5.0

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from zixly.errors import ValidationError
-from zixly.integrations.registry import provider
-from zixly.provisioning.lifecycle import load_templates, template_sources
+from zixly.core.errors import ValidationError
+from zixly.core.settings import Settings
+from zixly.providers.registry import provider
+from zixly.provisioning.operations import load_templates, template_sources
 from zixly.provisioning.templates import (
     MANIFEST,
     TEMPLATES_DIR,
@@ -26,7 +27,6 @@ from zixly.provisioning.templates import (
     template_problems,
     values_for,
 )
-from zixly.settings import Settings
 
 MANIFEST_SPECS = load_manifest().templates
 

@@ -17,18 +17,17 @@ import httpx
 import pytest
 
 from tests.conftest import World, make_settings, serve_app
-from zixly.crypto import Keyring
-from zixly.integrations.oauth import (
+from zixly.container import Services
+from zixly.dev.sandbox.oauth import Fault, ProviderSandbox
+from zixly.integrations.refresh import TokenRefresher
+from zixly.providers.oauth import (
     InvalidGrantError,
     OAuthClient,
     ProviderRateLimitedError,
     ProviderUnavailableError,
 )
-from zixly.integrations.refresh import TokenRefresher
-from zixly.integrations.tokens import STAFF, StoredIntegration, TokenStore
-from zixly.keys import integration_binding
-from zixly.sandbox.oauth import Fault, ProviderSandbox
-from zixly.services import Services
+from zixly.providers.tokens import STAFF, StoredIntegration, TokenStore, integration_binding
+from zixly.security.crypto import Keyring
 
 CLIENT = ("zixly-client", "zixly-client-secret")
 ATTEMPTS = 3

@@ -25,10 +25,10 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import World, make_settings, served
 from tests.test_subscriptions import SUBSCRIPTION, connected, receive
-from zixly.embedded import Endpoints
-from zixly.principal_events import CHANNEL
-from zixly.services import Services
-from zixly.settings import Settings
+from zixly.container import Services
+from zixly.core.settings import Settings
+from zixly.embedded.stack import Endpoints
+from zixly.security.principal_events import CHANNEL
 
 TIMEOUT = 5.0
 ME = "{ me { email role tenant { slug } } }"

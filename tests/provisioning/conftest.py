@@ -21,21 +21,25 @@ import docker
 import httpx
 import pytest
 
-from zixly.provisioning.bootstrap import BootstrapResult, InstanceSecrets, bootstrap_instance
-from zixly.provisioning.distributions import DEFAULT_N8N_VERSION, N8nDistribution, ensure_n8n
-from zixly.provisioning.errors import NotInstalledError
-from zixly.provisioning.images import ImageResult, ensure_n8n_image
-from zixly.provisioning.n8n_client import N8nClient
-from zixly.provisioning.podman import PodmanService, podman_available
-from zixly.provisioning.process_runtime import ProcessRuntime
-from zixly.provisioning.runtime import (
+from zixly.container import Services
+from zixly.core.settings import Settings
+from zixly.provisioning.n8n.bootstrap import BootstrapResult, InstanceSecrets, bootstrap_instance
+from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.runtimes.base import (
     InstanceHandle,
     InstanceRuntime,
     InstanceSpec,
     RuntimeState,
 )
-from zixly.services import Services
-from zixly.settings import Settings
+from zixly.provisioning.runtimes.distributions import (
+    DEFAULT_N8N_VERSION,
+    N8nDistribution,
+    ensure_n8n,
+)
+from zixly.provisioning.runtimes.errors import NotInstalledError
+from zixly.provisioning.runtimes.images import ImageResult, ensure_n8n_image
+from zixly.provisioning.runtimes.podman import PodmanService, podman_available
+from zixly.provisioning.runtimes.process import ProcessRuntime
 
 if TYPE_CHECKING:
     from tests.provisioning.instance_support import LifecycleEnv

@@ -19,19 +19,21 @@ from arq.worker import create_worker
 
 from tests.conftest import World
 from tests.provisioning.conftest import FIXTURES, READY_WITHIN
-from zixly.crypto import Keyring, key_entry
+from zixly.container import Services
+from zixly.core.queue import deserialize, serialize
+from zixly.core.settings import Settings
 from zixly.db.session import Database
-from zixly.embedded import Endpoints
+from zixly.embedded.stack import Endpoints
 from zixly.provisioning.instances import InstanceRepository, InstanceRow, Step
-from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle, StepHook
-from zixly.provisioning.n8n_client import N8nClient
-from zixly.provisioning.process_runtime import ProcessRuntime
+from zixly.provisioning.lifecycle import InstanceLifecycle
+from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.operations import STAFF, StepHook
 from zixly.provisioning.reconciler import Reconciler
-from zixly.provisioning.runtime import TENANT_LABEL, InstanceRuntime
+from zixly.provisioning.runtimes.base import TENANT_LABEL, InstanceRuntime
+from zixly.provisioning.runtimes.process import ProcessRuntime
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField
-from zixly.services import Services
-from zixly.settings import Settings
-from zixly.worker import WorkerSettings, deserialize, serialize
+from zixly.security.crypto import Keyring, key_entry
+from zixly.workers.settings import WorkerSettings
 
 SCHEDULE = str(FIXTURES / "schedule-noop.json")
 WEBHOOK = str(FIXTURES / "webhook-noop.json")

@@ -24,11 +24,11 @@ import pytest
 from tests.au_rules_reference import evaluate, load_vectors
 from tests.provisioning.conftest import Instance, launch, remove_all
 from tests.provisioning.instance_support import webhook_split_workflow
-from zixly.errors import ValidationError
+from zixly.core.errors import ValidationError
 from zixly.n8n_nodes.export import PACKAGE_DIR
-from zixly.provisioning.distributions import N8nDistribution
-from zixly.provisioning.n8n_client import AUTH_COOKIE
-from zixly.provisioning.process_runtime import ProcessRuntime
+from zixly.provisioning.n8n.client import AUTH_COOKIE
+from zixly.provisioning.runtimes.distributions import N8nDistribution
+from zixly.provisioning.runtimes.process import ProcessRuntime
 
 VECTORS = load_vectors()
 NODE_TYPE = "CUSTOM.zixlyAuRules"  # N8N_CUSTOM_EXTENSIONS loads nodes as CUSTOM.<name>

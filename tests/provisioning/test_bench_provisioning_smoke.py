@@ -12,7 +12,7 @@ import pytest
 
 from bench.provisioning import TEMPLATES_DIR, main
 from bench.provisioning_report import PHASES, TARGET_RATIO
-from zixly.provisioning.distributions import N8nDistribution
+from zixly.provisioning.runtimes.distributions import N8nDistribution
 
 
 def test_one_quick_process_run_reports_every_measurement_and_leaves_nothing(

@@ -16,20 +16,19 @@ import httpx
 import pytest
 
 from tests.provisioning.conftest import N8N_VERSION, Instance, launch, load_workflow, renamed
-from zixly.provisioning.bundles import (
+from zixly.provisioning.n8n.bundle_export import export_bundle, n8n_workflows
+from zixly.provisioning.n8n.bundle_format import (
     BUNDLE_FORMAT,
     MAX_BUNDLE_BYTES,
     MAX_WORKFLOWS,
     UnknownWorkflowsError,
     WorkflowProblem,
-    export_bundle,
-    import_bundle,
-    n8n_workflows,
     validate_bundle,
 )
-from zixly.provisioning.distributions import N8nDistribution
-from zixly.provisioning.n8n_client import N8nClient
-from zixly.provisioning.process_runtime import ProcessRuntime, instance_env
+from zixly.provisioning.n8n.bundle_import import import_bundle
+from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.runtimes.distributions import N8nDistribution
+from zixly.provisioning.runtimes.process import ProcessRuntime, instance_env
 
 SCHEDULE = load_workflow("schedule-noop.json")
 WEBHOOK = load_workflow("webhook-noop.json")

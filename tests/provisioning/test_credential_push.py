@@ -28,10 +28,11 @@ from tests.provisioning.instance_support import (
     run_queued_jobs,
 )
 from tests.test_integration_connect import CLIENT, START
-from zixly.crypto import Secret
-from zixly.embedded import Endpoints
-from zixly.http.app import create_app
-from zixly.integrations.oauth import OAuthClient
+from zixly.app import create_app
+from zixly.container import Services
+from zixly.core.settings import Settings
+from zixly.dev.sandbox.oauth import ProviderSandbox
+from zixly.embedded.stack import Endpoints
 from zixly.integrations.refresh import TokenRefresher
 from zixly.integrations.sync import (
     PENDING_PUSHES,
@@ -40,11 +41,12 @@ from zixly.integrations.sync import (
     sync_integration,
     token_pusher,
 )
-from zixly.integrations.tokens import STAFF, TokenStore
+from zixly.providers.oauth import OAuthClient
+from zixly.providers.tokens import STAFF, TokenStore
 from zixly.provisioning.credentials import CredentialDeps, push_credentials
 from zixly.provisioning.instances import ActualState
 from zixly.provisioning.lifecycle import InstanceLifecycle
-from zixly.provisioning.n8n_client import N8nClient
+from zixly.provisioning.n8n.client import N8nClient
 from zixly.provisioning.templates import (
     bundled_manifest,
     deploy_templates,
@@ -52,9 +54,7 @@ from zixly.provisioning.templates import (
     tenant_values,
     with_integration_tokens,
 )
-from zixly.sandbox.oauth import ProviderSandbox
-from zixly.services import Services
-from zixly.settings import Settings
+from zixly.security.crypto import Secret
 
 HEARTBEAT = "manifest:zixly-heartbeat"
 TEST_DIR = FIXTURES / "provider-token"

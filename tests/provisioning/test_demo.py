@@ -14,7 +14,7 @@ import psutil
 
 from tests.conftest import free_port
 from tests.test_dev_cli import TOKEN_LINE, _postgres_running, _start, _stop
-from zixly.provisioning.distributions import N8nDistribution
+from zixly.provisioning.runtimes.distributions import N8nDistribution
 
 ROWS_LINE = re.compile(
     r"^✓ (xero|hubspot|asana|shopify): (\d+) rows in (\w+) \(run \d+: success\)$", re.M

@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from zixly.cli import main
-from zixly.provisioning.distributions import (
+from zixly.cli.main import main
+from zixly.provisioning.runtimes.distributions import (
     MARKER,
     N8nDistribution,
     directory_size,
     ensure_n8n,
     find_n8n,
 )
-from zixly.provisioning.errors import InstallBusyError, InstallError, NotInstalledError
-from zixly.provisioning.locks import file_lock
-from zixly.provisioning.progress import RichInstallProgress, describe_npm_line
+from zixly.provisioning.runtimes.errors import InstallBusyError, InstallError, NotInstalledError
+from zixly.provisioning.runtimes.locks import file_lock
+from zixly.provisioning.runtimes.progress import RichInstallProgress, describe_npm_line
 
 VERSION = "1.123.81"
 

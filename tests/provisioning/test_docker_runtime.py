@@ -27,23 +27,9 @@ from tests.provisioning.conftest import (
     renamed,
     wait_for_state,
 )
-from zixly.provisioning.bootstrap import bootstrap_instance
-from zixly.provisioning.distributions import N8nDistribution
-from zixly.provisioning.docker_runtime import (
-    DEPLOYMENT_LABEL,
-    MANAGED_LABEL,
-    DockerRuntime,
-)
-from zixly.provisioning.errors import InstanceNotFoundError, RuntimeFailure
-from zixly.provisioning.images import (
-    INPUTS_LABEL,
-    ImageResult,
-    ensure_n8n_image,
-    input_hash,
-    node_version_of,
-)
-from zixly.provisioning.n8n_client import AUTH_COOKIE, N8nClient
-from zixly.provisioning.runtime import (
+from zixly.provisioning.n8n.bootstrap import bootstrap_instance
+from zixly.provisioning.n8n.client import AUTH_COOKIE, N8nClient
+from zixly.provisioning.runtimes.base import (
     SLUG_LABEL,
     TENANT_LABEL,
     InstanceHandle,
@@ -51,6 +37,20 @@ from zixly.provisioning.runtime import (
     InstanceSpec,
     ResourceLimits,
     RuntimeState,
+)
+from zixly.provisioning.runtimes.distributions import N8nDistribution
+from zixly.provisioning.runtimes.docker import (
+    DEPLOYMENT_LABEL,
+    MANAGED_LABEL,
+    DockerRuntime,
+)
+from zixly.provisioning.runtimes.errors import InstanceNotFoundError, RuntimeFailure
+from zixly.provisioning.runtimes.images import (
+    INPUTS_LABEL,
+    ImageResult,
+    ensure_n8n_image,
+    input_hash,
+    node_version_of,
 )
 
 TEMPLATE = load_workflow("schedule-noop.json")

@@ -20,12 +20,12 @@ from websockets.typing import Origin
 from tests.conftest import TenantFixture, World, served
 from tests.provisioning.conftest import load_workflow
 from tests.provisioning.instance_support import SCHEDULE_NAME, LifecycleEnv
-from zixly.crypto import Keyring
-from zixly.http.app import create_app
+from zixly.app import create_app
+from zixly.container import Services
+from zixly.core.settings import Settings
 from zixly.http.editor_proxy import COOKIE
-from zixly.provisioning.process_runtime import ProcessRuntime
-from zixly.services import Services
-from zixly.settings import Settings
+from zixly.provisioning.runtimes.process import ProcessRuntime
+from zixly.security.crypto import Keyring
 
 
 @dataclass

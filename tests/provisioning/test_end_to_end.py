@@ -10,7 +10,7 @@ other tenant's → the sync-health monitor reads the execution and marks the int
 with ``lastSyncAt`` set.
 
 Everything is real: PostgreSQL with RLS, Redis, uvicorn serving the API, n8n 1.123, arq. The
-provider is the local sandbox (``zixly/sandbox``), which speaks Xero's token endpoint and
+provider is the local sandbox (``zixly/dev/sandbox``), which speaks Xero's token endpoint and
 Reports API.
 """
 
@@ -31,16 +31,14 @@ import pytest
 from tests.conftest import World, make_settings, served
 from tests.provisioning.instance_support import LifecycleEnv, lifecycle_env, run_queued_jobs
 from tests.test_integration_connect import free_port
-from zixly.alerts.jobs import build_alert_service
-from zixly.embedded import Endpoints
+from zixly.container import Services, build_lifecycle
+from zixly.core.settings import Settings
+from zixly.dev.sandbox.oauth import ProviderSandbox
+from zixly.dev.sandbox.server import RunningSandbox, serve_sandbox
+from zixly.embedded.stack import Endpoints
 from zixly.monitor.monitor import SyncHealthMonitor
 from zixly.provisioning.instances import ActualState
-from zixly.provisioning.process_runtime import ProcessRuntime
-from zixly.sandbox.oauth import ProviderSandbox
-from zixly.sandbox.server import RunningSandbox, serve_sandbox
-from zixly.services import Services
-from zixly.settings import Settings
-from zixly.worker import build_lifecycle
+from zixly.provisioning.runtimes.process import ProcessRuntime
 
 CLIENT = ("zixly-e2e", "zixly-e2e-secret")
 TEMPLATES = ["manifest:zixly-heartbeat", "manifest:xero-profit-and-loss"]
@@ -142,8 +140,8 @@ async def _monitor_pass(stack: Stack) -> None:
         settings,
         services.db,
         services.redis,
-        services.http,
-        alerts=build_alert_service(settings, services.db, services.http),
+        services.tenant_n8n,
+        services.alerts,
     )
     await monitor.run()
 
@@ -163,7 +161,8 @@ async def test_a_connected_xero_lands_rows_for_its_tenant_only(
         stack.services.db,
         stack.services.redis,
         stack.env.http,
-        runtime=stack.env.runtime,
+        stack.env.runtime,
+        stack.services.keyring,
     )
     row = await lifecycle.provision(tenant.id, templates=TEMPLATES)
     assert row.actual_state is ActualState.RUNNING, row.last_error

@@ -23,10 +23,10 @@ import pytest
 from tests.conftest import TenantFixture, World
 from tests.provisioning.conftest import Instance, launch, remove_all
 from tests.provisioning.instance_support import webhook_split_workflow
+from zixly.container import Services
 from zixly.ingest.instance_tokens import issue_instance_token
-from zixly.provisioning.n8n_client import AUTH_COOKIE
-from zixly.provisioning.process_runtime import ProcessRuntime
-from zixly.services import Services
+from zixly.provisioning.n8n.client import AUTH_COOKIE
+from zixly.provisioning.runtimes.process import ProcessRuntime
 
 
 @pytest.fixture(scope="module")

@@ -22,12 +22,13 @@ import uvicorn
 
 from tests.conftest import World, _InProcessServer, gql, make_settings
 from tests.provisioning.instance_support import LifecycleEnv
-from zixly.embedded import Endpoints
-from zixly.http.app import create_app
+from zixly.app import create_app
+from zixly.container import Services
+from zixly.embedded.stack import Endpoints
 from zixly.ingest.instance_tokens import INSTANCE_TOKEN_NAME
 from zixly.provisioning.instances import ActualState
-from zixly.provisioning.lifecycle import InstanceLifecycle, handle_of
-from zixly.services import Services
+from zixly.provisioning.lifecycle import InstanceLifecycle
+from zixly.provisioning.operations import handle_of
 
 HEARTBEAT = "manifest:zixly-heartbeat"
 ROTATE = "mutation($t: ID!) { rotateIngestToken(tenantId: $t) { id name prefix revokedAt } }"

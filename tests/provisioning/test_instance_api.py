@@ -30,13 +30,13 @@ from tests.provisioning.instance_support import (
     run_queued_jobs,
 )
 from tests.test_subscriptions import connected, receive
-from zixly.crypto import Keyring
-from zixly.embedded import Endpoints
+from zixly.container import Services
+from zixly.core.settings import Settings
+from zixly.embedded.stack import Endpoints
 from zixly.provisioning.instance_events import channel
-from zixly.provisioning.lifecycle import handle_of
-from zixly.provisioning.process_runtime import ProcessRuntime
-from zixly.services import Services
-from zixly.settings import Settings
+from zixly.provisioning.operations import handle_of
+from zixly.provisioning.runtimes.process import ProcessRuntime
+from zixly.security.crypto import Keyring
 
 INSTANCE = "status desiredState step version targetVersion url editorUrl lastError updatedAt"
 OPERATE = "mutation($t: ID!) {{ {name}(tenantId: $t) {{ " + INSTANCE + " }} }}"

@@ -36,22 +36,24 @@ from tests.provisioning.instance_support import (
     LifecycleEnv,
     lifecycle_env,
 )
-from zixly.crypto import CIPHERTEXT, DecryptionError
-from zixly.embedded import Endpoints
-from zixly.errors import ConflictError, NotFoundError, ValidationError
-from zixly.provisioning import jobs
-from zixly.provisioning.distributions import N8nDistribution
-from zixly.provisioning.errors import InstanceNotFoundError, N8nUnavailableError, RuntimeFailure
+from zixly.container import Services
+from zixly.core.errors import ConflictError, NotFoundError, ValidationError
+from zixly.core.queue import deserialize, serialize
+from zixly.core.settings import Settings
+from zixly.embedded.stack import Endpoints
+from zixly.provisioning import enqueue, jobs
 from zixly.provisioning.instance_events import channel
 from zixly.provisioning.instances import ActualState, DesiredState, Step
-from zixly.provisioning.lifecycle import InstanceBusyError, Operation, handle_of
+from zixly.provisioning.n8n.errors import N8nUnavailableError
+from zixly.provisioning.operations import InstanceBusyError, Operation, handle_of
 from zixly.provisioning.preconditions import VersionUnavailableError
-from zixly.provisioning.process_runtime import ProcessRuntime, installed_only
-from zixly.provisioning.runtime import VERSION_LABEL, RuntimeState
+from zixly.provisioning.runtimes.base import VERSION_LABEL, RuntimeState
+from zixly.provisioning.runtimes.distributions import N8nDistribution
+from zixly.provisioning.runtimes.errors import InstanceNotFoundError, RuntimeFailure
+from zixly.provisioning.runtimes.process import ProcessRuntime, installed_only
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField, binding
-from zixly.services import Services
-from zixly.settings import Settings
-from zixly.worker import WorkerSettings, deserialize, serialize
+from zixly.security.crypto import CIPHERTEXT, DecryptionError
+from zixly.workers.settings import WorkerSettings
 
 BROKEN = f"{N8N_VERSION}-broken"  # an "n8n" that exits at once
 ALIAS = f"{N8N_VERSION}-next"  # the real n8n under another version name: a healthy upgrade
@@ -125,7 +127,7 @@ async def alpha(env: LifecycleEnv, endpoints: Endpoints) -> WorkerRun:
     await pubsub.subscribe(channel(tenant))
     try:
         enqueued = [
-            await jobs.enqueue(pool, Operation.PROVISION, tenant, templates=[SCHEDULE])
+            await enqueue.enqueue(pool, Operation.PROVISION, tenant, templates=[SCHEDULE])
             for _ in range(2)
         ]
         worker = create_worker(
@@ -564,10 +566,10 @@ def test_backoff_and_transient_errors() -> None:
 
 def test_job_ids_are_deterministic() -> None:
     tenant = uuid.UUID(int=7)
-    assert jobs.job_id(Operation.PROVISION, tenant) == f"provision:{tenant}"
-    assert jobs.job_id(Operation.UPGRADE, tenant, "1.2.3") == f"upgrade:{tenant}:1.2.3"
-    assert jobs.templates_digest([SCHEDULE]) == jobs.templates_digest([SCHEDULE])
-    assert jobs.templates_digest([SCHEDULE]) != jobs.templates_digest([WEBHOOK])
+    assert enqueue.job_id(Operation.PROVISION, tenant) == f"provision:{tenant}"
+    assert enqueue.job_id(Operation.UPGRADE, tenant, "1.2.3") == f"upgrade:{tenant}:1.2.3"
+    assert enqueue.templates_digest([SCHEDULE]) == enqueue.templates_digest([SCHEDULE])
+    assert enqueue.templates_digest([SCHEDULE]) != enqueue.templates_digest([WEBHOOK])
 
 
 def test_jobs_travel_as_json_and_failures_as_type_and_safe_message() -> None:

@@ -11,15 +11,15 @@ import httpx
 import pytest
 
 from tests.provisioning.conftest import Instance, launch, load_workflow, remove_all, renamed
-from zixly.provisioning.bootstrap import bootstrap_instance
-from zixly.provisioning.errors import (
+from zixly.provisioning.n8n.bootstrap import bootstrap_instance
+from zixly.provisioning.n8n.client import AUTH_COOKIE, N8nClient
+from zixly.provisioning.n8n.errors import (
     N8nNotFoundError,
     N8nRejectedError,
     N8nUnauthorizedError,
     N8nUnavailableError,
 )
-from zixly.provisioning.n8n_client import AUTH_COOKIE, N8nClient
-from zixly.provisioning.process_runtime import ProcessRuntime
+from zixly.provisioning.runtimes.process import ProcessRuntime
 
 SCHEDULE = load_workflow("schedule-noop.json")
 WEBHOOK = load_workflow("webhook-noop.json")

@@ -19,16 +19,16 @@ from tests.provisioning.conftest import (
     renamed,
     wait_for_state,
 )
-from zixly.provisioning.bootstrap import bootstrap_instance
-from zixly.provisioning.errors import N8nUnauthorizedError
-from zixly.provisioning.n8n_client import N8nClient
-from zixly.provisioning.process_runtime import ProcessRuntime
-from zixly.provisioning.runtime import (
+from zixly.provisioning.n8n.bootstrap import bootstrap_instance
+from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.n8n.errors import N8nUnauthorizedError
+from zixly.provisioning.runtimes.base import (
     SLUG_LABEL,
     TENANT_LABEL,
     InstanceRuntime,
     RuntimeState,
 )
+from zixly.provisioning.runtimes.process import ProcessRuntime
 
 TEMPLATE = load_workflow("schedule-noop.json")
 

@@ -12,10 +12,14 @@ import psutil
 import pytest
 
 from zixly.n8n_nodes.export import PACKAGE_DIR as NODES_PACKAGE_DIR
-from zixly.provisioning.distributions import N8nDistribution, ensure_n8n
-from zixly.provisioning.errors import InstanceNotFoundError, NotInstalledError, RuntimeFailure
-from zixly.provisioning.process_runtime import HARDENING_ENV, ProcessRuntime, instance_env
-from zixly.provisioning.runtime import InstanceHandle, InstanceSpec, RuntimeState
+from zixly.provisioning.runtimes.base import InstanceHandle, InstanceSpec, RuntimeState
+from zixly.provisioning.runtimes.distributions import N8nDistribution, ensure_n8n
+from zixly.provisioning.runtimes.errors import (
+    InstanceNotFoundError,
+    NotInstalledError,
+    RuntimeFailure,
+)
+from zixly.provisioning.runtimes.process import HARDENING_ENV, ProcessRuntime, instance_env
 
 SPEC = InstanceSpec(
     tenant_id="tenant-1",

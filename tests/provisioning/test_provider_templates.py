@@ -29,15 +29,15 @@ import httpx
 import pytest
 
 from tests.provisioning.instance_support import LifecycleEnv
-from zixly.keys import integration_binding
+from zixly.dev.sandbox import asana, hubspot, shopify, xero
+from zixly.dev.sandbox.common import ApiCall, ApiFault
+from zixly.dev.sandbox.oauth import ProviderSandbox
+from zixly.dev.sandbox.server import RunningSandbox, serve_sandbox
+from zixly.providers.tokens import integration_binding
 from zixly.provisioning.instances import ActualState
-from zixly.provisioning.lifecycle import STAFF
-from zixly.provisioning.n8n_client import N8nClient
+from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.operations import STAFF
 from zixly.provisioning.templates import load_manifest, tenant_values, with_provider_urls
-from zixly.sandbox import asana, hubspot, shopify, xero
-from zixly.sandbox.common import ApiCall, ApiFault
-from zixly.sandbox.oauth import ProviderSandbox
-from zixly.sandbox.server import RunningSandbox, serve_sandbox
 
 TEMPLATES = {s.id: s for s in load_manifest().templates if s.provider is not None}
 WINDOW_DAYS = 7  # the Settings node's "days" of the Xero, Asana and Shopify templates

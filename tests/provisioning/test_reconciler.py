@@ -27,9 +27,8 @@ from tests.provisioning.instance_support import (
     LifecycleEnv,
     kill_after,
 )
-from zixly.cli import build_parser
-from zixly.embedded import Endpoints
-from zixly.provisioning.errors import NotInstalledError
+from zixly.cli.main import build_parser
+from zixly.embedded.stack import Endpoints
 from zixly.provisioning.instances import (
     PROVISION_STEPS,
     ActualState,
@@ -37,11 +36,12 @@ from zixly.provisioning.instances import (
     InstanceRow,
     Step,
 )
-from zixly.provisioning.lifecycle import Operation, handle_of
+from zixly.provisioning.operations import Operation, handle_of
 from zixly.provisioning.reconciler import Action, ReconcileReport, plan
-from zixly.provisioning.runtime import InstanceSpec, RuntimeState
+from zixly.provisioning.runtimes.base import InstanceSpec, RuntimeState
+from zixly.provisioning.runtimes.errors import NotInstalledError
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField
-from zixly.worker import reconcile_once
+from zixly.workers.settings import reconcile_once
 
 STEP_EVENTS = ["SECRETS", "CREATED", "STARTED", "READY", "BOOTSTRAPPED", "TEMPLATES"]
 

@@ -40,18 +40,19 @@ from tests.test_subscriptions import connected, receive, subscribe, wait_for_sub
 from zixly.alerts.channels import SmtpChannel, WebhookChannel
 from zixly.alerts.destinations import WebhookTargets
 from zixly.alerts.service import AlertService
+from zixly.container import Services, build_alert_service
+from zixly.core.settings import Settings
 from zixly.monitor.jobs import MONITOR_JOB, MONITOR_TIMEOUT_SECONDS, monitor_sync_health
 from zixly.monitor.monitor import PASS_LOCK, SyncHealthMonitor
 from zixly.provisioning.control import TenantN8n
 from zixly.provisioning.instances import ActualState
-from zixly.provisioning.lifecycle import handle_of
-from zixly.provisioning.n8n_client import N8nClient
-from zixly.provisioning.process_runtime import ProcessRuntime
-from zixly.provisioning.runtime import RuntimeState
+from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.operations import handle_of
+from zixly.provisioning.runtimes.base import RuntimeState
+from zixly.provisioning.runtimes.process import ProcessRuntime
 from zixly.provisioning.templates import Manifest, TemplateSpec
-from zixly.services import Services
-from zixly.settings import Settings
-from zixly.worker import WorkerSettings
+from zixly.security.crypto import Keyring
+from zixly.workers.settings import WorkerSettings
 
 SYNC = load_workflow("sync-on-demand.json")
 HOOK_PATH = "zixly-test-sync"
@@ -485,11 +486,13 @@ async def test_the_worker_runs_the_monitor_every_minute(
 
     env = setup.env
     worker_settings = make_settings(env.runtime.root.parent, encryption_keys=env.keys)
+    keyring = Keyring.from_settings(worker_settings)
     ctx: dict[str, Any] = {
         "settings": worker_settings,
         "db": env.db,
         "redis": env.redis,
-        "http": n8n_http,
+        "alerts": build_alert_service(worker_settings, env.db, n8n_http, keyring),
+        "tenant_n8n": TenantN8n(env.db, keyring, n8n_http),
     }
     checked = {t.id: (await instance(owner, t))["monitor_checked_at"] for t in (setup.a, setup.b)}
     ran = await trigger(setup.b, n8n_http, {"fail": True, "reason": "again"})

@@ -20,7 +20,7 @@ import uvicorn
 from tests.provisioning.instance_support import LifecycleEnv
 from zixly.provisioning.instances import ActualState
 from zixly.provisioning.lifecycle import InstanceLifecycle
-from zixly.provisioning.n8n_client import N8nClient
+from zixly.provisioning.n8n.client import N8nClient
 
 HEARTBEAT = "manifest:zixly-heartbeat"
 HEARTBEAT_NAME = "Zixly: heartbeat"

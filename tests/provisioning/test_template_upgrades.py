@@ -11,10 +11,10 @@ import uuid
 from typing import Any
 
 from tests.provisioning.instance_support import LifecycleEnv
-from zixly.provisioning.fingerprints import fingerprint
 from zixly.provisioning.instances import ActualState, EventRecord, InstanceRepository, Step
-from zixly.provisioning.lifecycle import STAFF
-from zixly.provisioning.n8n_client import N8nClient
+from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.n8n.fingerprints import fingerprint
+from zixly.provisioning.operations import STAFF
 
 HEARTBEAT = "manifest:zixly-heartbeat"
 HEARTBEAT_NAME = "Zixly: heartbeat"

@@ -27,23 +27,23 @@ from rich.console import Console
 from tests.conftest import World, gql, make_settings
 from tests.provisioning.conftest import READY_WITHIN
 from tests.provisioning.instance_support import N8N_VERSION, SCHEDULE, SCHEDULE_NAME
-from zixly.cli import build_parser
-from zixly.embedded import Endpoints
-from zixly.errors import ConflictError, NotFoundError
+from zixly.cli.main import build_parser
+from zixly.cli.tenants import run_command
+from zixly.container import Services
+from zixly.core.errors import ConflictError, NotFoundError
+from zixly.core.settings import Settings
+from zixly.embedded.stack import Endpoints
 from zixly.ingest.instance_tokens import INSTANCE_TOKEN_NAME
 from zixly.ingest.tokens import well_formed
-from zixly.provisioning.distributions import N8nDistribution
 from zixly.provisioning.final_exports import PURGE_JOB, purge_final_exports
 from zixly.provisioning.instances import InstanceRepository
-from zixly.provisioning.lifecycle import STAFF, handle_of
+from zixly.provisioning.operations import STAFF, handle_of
 from zixly.provisioning.preconditions import VersionUnavailableError
-from zixly.provisioning.process_runtime import ProcessRuntime
-from zixly.provisioning.runtime import InstanceHandle, RuntimeState
+from zixly.provisioning.runtimes.base import InstanceHandle, RuntimeState
+from zixly.provisioning.runtimes.distributions import N8nDistribution
+from zixly.provisioning.runtimes.process import ProcessRuntime
 from zixly.provisioning.templates import bundled_manifest, template_id
-from zixly.services import Services
-from zixly.settings import Settings
-from zixly.tenants_cli import run_command
-from zixly.worker import WorkerSettings
+from zixly.workers.settings import WorkerSettings
 
 PROVISION_LINES = [
     "• provision requested",
@@ -172,7 +172,7 @@ async def test_create_provision_status_export_stop_deprovision(
 
 
 async def test_unknown_tenant_is_an_error(cli_settings: Settings) -> None:
-    from zixly.errors import NotFoundError
+    from zixly.core.errors import NotFoundError
 
     with pytest.raises(NotFoundError, match="no tenant 'nobody-here'"):
         await zixly(cli_settings, "status", "nobody-here")

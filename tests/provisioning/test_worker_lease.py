@@ -25,11 +25,11 @@ from arq.connections import RedisSettings
 
 from tests.provisioning.conftest import READY_WITHIN
 from tests.provisioning.instance_support import SCHEDULE, SCHEDULE_NAME, LifecycleEnv
-from zixly.embedded import Endpoints
-from zixly.provisioning import jobs
+from zixly.core.queue import deserialize, serialize
+from zixly.embedded.stack import Endpoints
+from zixly.provisioning import enqueue
 from zixly.provisioning.instances import ActualState, Step
-from zixly.provisioning.lifecycle import Operation
-from zixly.worker import deserialize, serialize
+from zixly.provisioning.operations import Operation
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE = 5.0
@@ -106,7 +106,7 @@ async def test_a_killed_workers_job_is_resumed_by_one_other_worker_within_second
         default_queue_name=workers.environ["ZIXLY_TEST_QUEUE"],
     )
     try:
-        await jobs.enqueue(pool, Operation.PROVISION, tenant, templates=[SCHEDULE])
+        await enqueue.enqueue(pool, Operation.PROVISION, tenant, templates=[SCHEDULE])
     finally:
         await pool.aclose()
     first = workers.start("first")

@@ -13,9 +13,9 @@ import os
 from arq.connections import RedisSettings
 from arq.worker import create_worker
 
-from zixly.logging import configure_logging
-from zixly.settings import get_settings
-from zixly.worker import WorkerSettings
+from zixly.core.logging import configure_logging
+from zixly.core.settings import get_settings
+from zixly.workers.settings import WorkerSettings
 
 
 def main() -> None:

@@ -27,8 +27,8 @@ import httpx
 
 from zixly.alerts.destinations import WebhookTargets
 from zixly.alerts.errors import AlertDeliveryError, AlertNotConfiguredError
-from zixly.crypto import Secret
-from zixly.settings import Settings
+from zixly.core.settings import Settings
+from zixly.security.crypto import Secret
 
 NoticeKind = Literal["NOTICE", "RECOVERY"]
 SmtpConnect = Callable[[str, int, float], smtplib.SMTP]

@@ -14,9 +14,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zixly.alerts.destinations import WebhookTargets
-from zixly.crypto import Binding, Keyring, Secret
+from zixly.core.errors import ValidationError
 from zixly.db.models import ALERT_CHANNELS, ALERT_SEVERITIES, AlertSettings
-from zixly.errors import ValidationError
+from zixly.security.crypto import Binding, Keyring, Secret
 
 SETTINGS = cast(Table, AlertSettings.__table__)
 # Matched whole ("$" would let a final "\n" by); no control character or lone surrogate (a

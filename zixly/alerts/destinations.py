@@ -30,9 +30,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from zixly.alerts.errors import AlertDeliveryError
-from zixly.crypto import Secret
-from zixly.errors import ValidationError
-from zixly.settings import Settings
+from zixly.core.errors import ValidationError
+from zixly.core.settings import Settings
+from zixly.security.crypto import Secret
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")

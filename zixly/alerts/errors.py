@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zixly.errors import ZixlyError
+from zixly.core.errors import ZixlyError
 
 
 class AlertDeliveryError(ZixlyError):

@@ -5,29 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import httpx
-
-from zixly.alerts.channels import SmtpChannel, WebhookChannel
-from zixly.alerts.destinations import WebhookTargets
 from zixly.alerts.service import AlertService
-from zixly.crypto import Keyring
-from zixly.db.session import Database
-from zixly.settings import Settings
 
 DELIVER_JOB = "deliver_alerts"
-
-
-def build_alert_service(settings: Settings, db: Database, http: httpx.AsyncClient) -> AlertService:
-    return AlertService(
-        db,
-        Keyring.from_settings(settings),
-        SmtpChannel.from_settings(settings),
-        WebhookChannel(
-            http,
-            timeout=settings.alert_webhook_timeout_seconds,
-            targets=WebhookTargets.from_settings(settings),
-        ),
-    )
 
 
 async def schedule_delivery(redis: Any, when: datetime) -> None:
@@ -38,9 +18,7 @@ async def schedule_delivery(redis: Any, when: datetime) -> None:
 
 
 async def deliver_alerts(ctx: dict[str, Any]) -> dict[str, int]:
-    service: AlertService | None = ctx.get("alerts")
-    if service is None:
-        service = ctx["alerts"] = build_alert_service(ctx["settings"], ctx["db"], ctx["http"])
+    service: AlertService = ctx["alerts"]  # the worker's (zixly.container)
     report = await service.deliver_pending()
     due = await service.next_due()
     if due is not None:

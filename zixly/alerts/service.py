@@ -29,12 +29,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from zixly.alerts.channels import Notice, NoticeKind, SmtpChannel, WebhookChannel
 from zixly.alerts.config import SETTINGS, AlertConfig, AlertSettingsRepository, check_severity
 from zixly.alerts.errors import AlertDeliveryError, AlertNotConfiguredError
-from zixly.crypto import DecryptionError, Keyring
+from zixly.core.errors import ValidationError
+from zixly.core.logging import get_logger
 from zixly.db.models import Alert, AlertDelivery
 from zixly.db.rows import AnyRow
 from zixly.db.session import Database, Scope
-from zixly.errors import ValidationError
-from zixly.logging import get_logger
+from zixly.security.crypto import DecryptionError, Keyring
 
 log = get_logger("zixly.alerts")
 

@@ -15,9 +15,9 @@ import math
 import uuid
 from dataclasses import dataclass, field
 
-from zixly.errors import RateLimitedError
-from zixly.logging import get_logger
-from zixly.settings import Settings
+from zixly.core.errors import RateLimitedError
+from zixly.core.logging import get_logger
+from zixly.core.settings import Settings
 
 log = get_logger("zixly.db.admission")
 RETRY_AFTER_SECONDS = 1

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from zixly.errors import ZixlyError
+from zixly.core.errors import ZixlyError
 
 
 class UnsafeRoleError(ZixlyError):

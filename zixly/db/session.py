@@ -26,11 +26,11 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from zixly.core.logging import get_logger
+from zixly.core.outages import typed_outages
+from zixly.core.settings import Settings
 from zixly.db.admission import Admission, Ticket
 from zixly.db.rows import AnyRow
-from zixly.logging import get_logger
-from zixly.outages import typed_outages
-from zixly.settings import Settings
 
 _SCOPE_SQL = text(
     "SELECT set_config('app.tenant_id', :tenant, true), "
@@ -139,10 +139,10 @@ class UnitOfWork:
     database's per-tenant and per-user caps (``zixly.db.admission``; ``admit`` when
     authentication opened it). What the database raises when it cannot serve (no
     connection free in time, unreachable, a statement past its timeout) leaves as the
-    typed error of ``zixly.outages.typed_outages`` (503 with ``Retry-After``).
+    typed error of ``zixly.core.outages.typed_outages`` (503 with ``Retry-After``).
 
     ``after_commit`` callbacks run once the transaction has committed, never after a roll
-    back (announcements of what the transaction changed: see ``zixly.principal_events``).
+    back (announcements of what the transaction changed: see ``zixly.security.principal_events``).
     """
 
     def __init__(self, db: Database, scope: Scope) -> None:

@@ -17,10 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from zixly.alerts.config import AlertConfig, AlertSettingsRepository
-from zixly.crypto import Secret
+from zixly.core.errors import ValidationError
 from zixly.db.models import ALERT_CHANNELS, Alert
 from zixly.domain.audit import Actor, AuditEntry, write_audit
-from zixly.errors import ValidationError
+from zixly.security.crypto import Secret
 
 ALERTS = Alert.__table__
 MAX_RECIPIENTS = 20

@@ -41,7 +41,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from zixly.db.models import CustomMetric, Financial, LeadEvent
 from zixly.db.rows import AnyRow
 from zixly.domain.ranges import DateRange
-from zixly.seed import PIPELINE
+
+# The sales pipeline's stages, in order (lead events name them; the funnel counts them).
+PIPELINE = ("prospect", "qualified", "proposal", "negotiation", "closed-won")
 
 F = Financial.__table__
 L = LeadEvent.__table__

@@ -9,8 +9,8 @@ from typing import Any, cast
 from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zixly.auth.principal import Principal
 from zixly.db.models import AuditLog
+from zixly.security.principal import Principal
 
 A = cast(Table, AuditLog.__table__)
 

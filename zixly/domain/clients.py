@@ -9,10 +9,10 @@ from sqlalchemy import Table, and_, func, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zixly.core.errors import ValidationError
 from zixly.db.models import ClientKpi
 from zixly.db.rows import AnyRow
 from zixly.domain.pages import Page, split_page
-from zixly.errors import ValidationError
 
 T = cast(Table, ClientKpi.__table__)
 COLUMNS = (T.c.id, T.c.client_id, T.c.client_name, T.c.industry, T.c.created_at, T.c.updated_at)

@@ -15,7 +15,7 @@ import uuid
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
-from zixly.errors import ValidationError
+from zixly.core.errors import ValidationError
 
 MAX_CURSOR_LENGTH = 512
 

@@ -12,11 +12,12 @@ from urllib.parse import urlencode
 
 from zixly.alerts.channels import SmtpChannel
 from zixly.alerts.errors import AlertDeliveryError
+from zixly.core.logging import get_logger
+from zixly.core.settings import Settings
 from zixly.domain.invitations import IssuedInvitation
-from zixly.http.invitation_page import PATH
-from zixly.logging import get_logger
-from zixly.settings import Settings
 
+# Where an invitation's link lands (``zixly.http.invitation_page`` serves it).
+PATH = "/invitations/accept"
 log = get_logger("zixly.invitations")
 
 

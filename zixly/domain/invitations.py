@@ -24,13 +24,13 @@ from typing import Any, cast
 from sqlalchemy import Table, and_, case, func, literal, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zixly.auth.principal import Role
+from zixly.core.errors import ConflictError, ForbiddenError, NotFoundError, ZixlyError
 from zixly.db.models import Invitation, Membership, User
 from zixly.db.rows import AnyRow
 from zixly.domain.audit import Actor, AuditEntry, write_audit
 from zixly.domain.members import MemberRepository
 from zixly.domain.pages import Page, split_page
-from zixly.errors import ConflictError, ForbiddenError, NotFoundError, ZixlyError
+from zixly.security.principal import Role
 
 INV = cast(Table, Invitation.__table__)
 M = cast(Table, Membership.__table__)

@@ -15,13 +15,13 @@ from typing import Any, cast
 from sqlalchemy import Table, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zixly.auth.principal import Role
+from zixly.core.errors import ConflictError, NotFoundError
 from zixly.db.models import Membership, Tenant, User
 from zixly.db.rows import AnyRow
 from zixly.domain.audit import Actor, AuditEntry, write_audit
 from zixly.domain.pages import Page, split_page
-from zixly.errors import ConflictError, NotFoundError
-from zixly.principal_events import ChangeKind, PrincipalChange
+from zixly.security.principal import Role
+from zixly.security.principal_events import ChangeKind, PrincipalChange
 
 M = cast(Table, Membership.__table__)
 U = cast(Table, User.__table__)
@@ -104,7 +104,7 @@ class MemberAdmin:
     The tenant's ADMIN memberships are locked before any change, so two admins demoting
     each other at the same time cannot leave the tenant without an ADMIN. ``changes``
     records who lost or changed their role, for the caller to announce once the
-    transaction commits (``zixly.principal_events``).
+    transaction commits (``zixly.security.principal_events``).
     """
 
     LAST_ADMIN = "tenant must keep at least one ADMIN"

@@ -13,14 +13,14 @@ from sqlalchemy import Table, func, null, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zixly.core.bounds import OutOfBounds, check_instant, fixed_point
+from zixly.core.errors import NotFoundError, ValidationError
 from zixly.db.models import CustomMetric
 from zixly.db.rows import AnyRow
-from zixly.domain.bounds import OutOfBounds, check_instant, fixed_point
 from zixly.domain.clients import ClientRepository
 from zixly.domain.embeddings import Embedder, metric_text
 from zixly.domain.pages import Page, split_page
 from zixly.domain.ranges import DateRange
-from zixly.errors import NotFoundError, ValidationError
 
 M = cast(Table, CustomMetric.__table__)
 COLUMNS = (

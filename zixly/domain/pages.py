@@ -15,7 +15,7 @@ class Page(Generic[T]):
 
 
 def clamp_first(first: int | None, *, default: int, maximum: int) -> int:
-    from zixly.errors import ValidationError
+    from zixly.core.errors import ValidationError
 
     if first is None:
         return min(default, maximum)

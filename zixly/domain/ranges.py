@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from zixly.domain.bounds import OutOfBounds, check_date
-from zixly.errors import ValidationError
+from zixly.core.bounds import OutOfBounds, check_date
+from zixly.core.errors import ValidationError
 
 
 @dataclass(frozen=True)

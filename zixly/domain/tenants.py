@@ -15,11 +15,11 @@ from sqlalchemy import Table, select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zixly.core.errors import ConflictError
 from zixly.db.models import Tenant
 from zixly.db.rows import AnyRow
 from zixly.domain.audit import Actor, AuditEntry, write_audit
 from zixly.domain.pages import Page, split_page
-from zixly.errors import ConflictError
 
 T = cast(Table, Tenant.__table__)
 COLUMNS = (T.c.id, T.c.slug, T.c.name, T.c.industry, T.c.plan)

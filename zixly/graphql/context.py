@@ -11,10 +11,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.types import Info as StrawberryInfo
 
-from zixly.auth.principal import Principal, Role
+from zixly.container import Services
 from zixly.db.session import UnitOfWork
 from zixly.graphql.loaders import Loaders
-from zixly.services import Services
+from zixly.security.principal import Principal, Role
 
 
 @dataclass

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from graphql import GraphQLError
 from strawberry.extensions import DisableIntrospection, SchemaExtension
 
-from zixly.settings import Settings
+from zixly.core.settings import Settings
 
 # graphql-core's did_you_mean(): " Did you mean 'a', 'b', or 'c'?" at the end of validation
 # and coercion messages ("Did you mean the enum value 'X'?", "... to use an inline fragment

@@ -1,6 +1,6 @@
 """``extensions.code`` for every GraphQL error, including graphql-core's own.
 
-Errors Zixly raises carry their code already (``zixly.errors``). graphql-core's get one by
+Errors Zixly raises carry their code already (``zixly.core.errors``). graphql-core's get one by
 the phase that produced them:
 
 - ``GRAPHQL_PARSE_FAILED``: the document is not GraphQL (syntax, the token limit);

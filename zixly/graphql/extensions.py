@@ -9,16 +9,16 @@ from graphql import GraphQLError
 from starlette.responses import Response
 from strawberry.extensions import MaskErrors, ParserCache, SchemaExtension
 
-from zixly.errors import (
+from zixly.core.errors import (
     RateLimitedError,
     ServiceUnavailableError,
     UnavailableError,
     ZixlyError,
 )
+from zixly.core.logging import get_logger
+from zixly.core.metrics import GRAPHQL_ERRORS, GRAPHQL_LATENCY, root_field_label
+from zixly.core.outages import unavailable
 from zixly.graphql.error_codes import EXECUTE, PARSE, VALIDATE, with_code
-from zixly.http.metrics import GRAPHQL_ERRORS, GRAPHQL_LATENCY, root_field_label
-from zixly.logging import get_logger
-from zixly.outages import unavailable
 
 log = get_logger("zixly.graphql")
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from starlette.datastructures import Headers
 
-from zixly.errors import BadRequestError
+from zixly.core.errors import BadRequestError
 
 GRAPHQL_RESPONSE = "application/graphql-response+json"
 JSON = "application/json"

@@ -32,8 +32,8 @@ from graphql import (
 from graphql.validation import ASTValidationRule, ValidationContext
 from strawberry.extensions import SchemaExtension
 
-from zixly.domain.bounds import storable
-from zixly.errors import ValidationError
+from zixly.core.bounds import storable
+from zixly.core.errors import ValidationError
 
 
 def unstorable_in(value: Any, name: str) -> str | None:

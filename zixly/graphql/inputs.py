@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 import strawberry
 
+from zixly.core.errors import ValidationError
 from zixly.domain.ranges import DateRange
-from zixly.errors import ValidationError
 from zixly.graphql.context import Context
 
 
@@ -19,17 +18,6 @@ class DateRangeInput:
 
     def checked(self, ctx: Context) -> DateRange:
         return DateRange.checked(self.start, self.end, max_days=ctx.settings.max_range_days)
-
-
-def parse_id(value: strawberry.ID | str | None, field: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except (ValueError, TypeError) as exc:
-        raise ValidationError(f"{field} is not a valid id", field=field) from exc
-
-
-def optional_id(value: strawberry.ID | str | None, field: str) -> uuid.UUID | None:
-    return None if value is None else parse_id(value, field)
 
 
 def checked_text(value: str, field: str, *, max_length: int, min_length: int = 1) -> str:

@@ -8,8 +8,8 @@ from typing import Any, Generic, TypeVar
 
 import strawberry
 
+from zixly.core.errors import ValidationError
 from zixly.domain.pages import Page, clamp_first
-from zixly.errors import ValidationError
 from zixly.graphql.context import Context
 
 N = TypeVar("N")

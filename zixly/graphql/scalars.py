@@ -1,7 +1,7 @@
 """Date, DateTime and Decimal as Strawberry's scalars, bounded to what PostgreSQL stores.
 
 The names, descriptions and wire formats are Strawberry's own (the SDL does not change);
-coercion additionally refuses what ``zixly.domain.bounds`` excludes: dates and instants
+coercion additionally refuses what ``zixly.core.bounds`` excludes: dates and instants
 outside the documented range (year 1 would reach PostgreSQL as ``-infinity``), and decimals
 that are not finite or whose digits or exponent no column takes (``1E+999999999999``
 overflows Python's decimal context as soon as anything computes with it). A refusal is a
@@ -22,8 +22,8 @@ from strawberry.schema.types.base_scalars import (
 )
 from strawberry.types.scalar import ScalarDefinition
 
-from zixly.domain.bounds import OutOfBounds, check_date, check_instant
-from zixly.errors import ValidationError
+from zixly.core.bounds import OutOfBounds, check_date, check_instant
+from zixly.core.errors import ValidationError
 
 # Wider than any column (NUMERIC(14, x)): the resolvers check the column's own precision
 # and scale and name the field; this only keeps absurd values out of decimal arithmetic.

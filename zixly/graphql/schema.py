@@ -15,6 +15,7 @@ from strawberry.extensions import (
 )
 from strawberry.tools import merge_types
 
+from zixly.core.settings import Settings
 from zixly.graphql.api.alerts import AlertMutation, AlertQuery
 from zixly.graphql.api.analytics import AnalyticsQuery
 from zixly.graphql.api.client_mutations import ClientMutation
@@ -39,7 +40,6 @@ from zixly.graphql.extensions import (
 )
 from zixly.graphql.input_checks import InputChecks, guarded
 from zixly.graphql.scalars import SCALAR_OVERRIDES
-from zixly.settings import Settings
 
 Query = merge_types(
     "Query",

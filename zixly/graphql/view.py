@@ -20,13 +20,13 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UnsetType
 
-from zixly.auth.principal import Principal
-from zixly.errors import AuthenticationError, BadRequestError, ZixlyError
+from zixly.container import Services
+from zixly.core.errors import AuthenticationError, BadRequestError, ZixlyError
 from zixly.graphql import http_requests
 from zixly.graphql.context import Context, build_context
 from zixly.graphql.ws import SESSION, SessionHandler, credentials
 from zixly.http.middleware import error_response
-from zixly.services import Services
+from zixly.security.principal import Principal
 
 ANONYMOUS = Principal(
     user_id=uuid.UUID(int=0), email="", is_staff=False, tenant_id=None, tenant_slug=None, role=None

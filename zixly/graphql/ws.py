@@ -16,7 +16,7 @@ after that, invariants:
   at its ``exp`` plus the verifier's leeway, and any operation whose token no longer
   verifies), **4403 Forbidden** when its user is no longer a member of the tenant the
   socket was opened for (found by an operation's authorisation) or a removal or role change
-  of that user in that tenant is announced by any replica (``zixly.principal_events``).
+  of that user in that tenant is announced by any replica (``zixly.security.principal_events``).
   Closing ends every operation of the socket, subscriptions included;
 * an operation refused for a rate limit (RATE_LIMITED) or an outage (UNAVAILABLE) gets an
   ``error`` message of its own; the socket stays open.
@@ -40,10 +40,10 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     Operation,
 )
 
-from zixly.auth.principal import Principal
-from zixly.errors import ForbiddenError, RateLimitedError, ZixlyError
+from zixly.core.errors import ForbiddenError, RateLimitedError, ZixlyError
 from zixly.graphql.context import Context, build_context
-from zixly.principal_events import PrincipalChange
+from zixly.security.principal import Principal
+from zixly.security.principal_events import PrincipalChange
 
 UNAUTHORIZED = 4401
 FORBIDDEN = 4403

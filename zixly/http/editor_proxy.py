@@ -49,10 +49,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.typing import Origin
 
-from zixly.auth.principal import Role
-from zixly.crypto import Keyring
-from zixly.db.session import Database, Scope
-from zixly.errors import (
+from zixly.container import Services
+from zixly.core.errors import (
     AuthenticationError,
     ForbiddenError,
     NotFoundError,
@@ -60,15 +58,17 @@ from zixly.errors import (
     ValidationError,
     ZixlyError,
 )
+from zixly.core.logging import get_logger
+from zixly.core.outages import unavailable
+from zixly.db.session import Database, Scope
 from zixly.http.middleware import error_response
-from zixly.logging import get_logger
-from zixly.outages import unavailable
-from zixly.provisioning.errors import N8nError
 from zixly.provisioning.instances import ActualState, InstanceRepository
-from zixly.provisioning.lifecycle import STAFF
-from zixly.provisioning.n8n_client import AUTH_COOKIE, N8nClient
+from zixly.provisioning.n8n.client import AUTH_COOKIE, N8nClient
+from zixly.provisioning.n8n.errors import N8nError
+from zixly.provisioning.operations import STAFF
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField
-from zixly.services import Services
+from zixly.security.crypto import Keyring
+from zixly.security.principal import Role
 
 log = get_logger("zixly.editor")
 
@@ -275,9 +275,7 @@ class EditorProxy:
             timeout=httpx.Timeout(None, connect=10.0),
             limits=httpx.Limits(max_keepalive_connections=0),
         )
-        self.owners = OwnerSessions(
-            services.db, Keyring.from_settings(services.settings), self.http
-        )
+        self.owners = OwnerSessions(services.db, services.keyring, self.http)
         self.secure = services.settings.base_url.startswith("https://")
 
     def routes(self) -> list[BaseRoute]:

@@ -21,16 +21,16 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from zixly.auth.principal import Principal, Role
+from zixly.container import Services
+from zixly.core.errors import AuthenticationError, ValidationError, ZixlyError
+from zixly.core.logging import get_logger
+from zixly.core.outages import unavailable
 from zixly.db.session import UnitOfWork
 from zixly.domain.financials import FinancialRepository
+from zixly.domain.ids import optional_id
 from zixly.domain.ranges import DateRange
-from zixly.errors import AuthenticationError, ValidationError, ZixlyError
-from zixly.graphql.inputs import optional_id
 from zixly.http.middleware import error_response
-from zixly.logging import get_logger
-from zixly.outages import unavailable
-from zixly.services import Services
+from zixly.security.principal import Principal, Role
 
 log = get_logger("zixly.export")
 

@@ -35,9 +35,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
-from zixly.auth.authenticator import MalformedCredentials, MissingCredentials
-from zixly.db.session import Scope
-from zixly.errors import (
+from zixly.container import Services
+from zixly.core.errors import (
     AuthenticationError,
     NotFoundError,
     RateLimitedError,
@@ -45,14 +44,15 @@ from zixly.errors import (
     ValidationError,
     ZixlyError,
 )
-from zixly.http.metrics import REGISTRY
-from zixly.http.ratelimit import Decision
+from zixly.core.logging import get_logger
+from zixly.core.metrics import REGISTRY
+from zixly.core.outages import unavailable
+from zixly.db.session import Scope
 from zixly.ingest.records import IngestValidationError, Kind, parse_json, validate
 from zixly.ingest.tokens import IngestPrincipal, resolve, touch, well_formed
 from zixly.ingest.writer import BatchWriter, WriteResult
-from zixly.logging import get_logger
-from zixly.outages import unavailable
-from zixly.services import Services
+from zixly.security.authenticator import MalformedCredentials, MissingCredentials
+from zixly.security.ratelimit import Decision
 
 log = get_logger("zixly.ingest")
 

@@ -11,9 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from zixly.domain.invitation_mail import PATH
 from zixly.http.oauth_callback import message_page
-
-PATH = "/invitations/accept"
 
 
 async def invitation_landing(_request: Request) -> Response:

@@ -12,13 +12,13 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from zixly.container import Services
+from zixly.core.errors import AuthenticationError, RateLimitedError, ValidationError, ZixlyError
+from zixly.core.logging import get_logger
+from zixly.core.metrics import HTTP_REQUESTS
 from zixly.db.session import Scope as DbScope
 from zixly.db.session import UnitOfWork
-from zixly.errors import AuthenticationError, RateLimitedError, ValidationError, ZixlyError
-from zixly.http.metrics import HTTP_REQUESTS
-from zixly.http.ratelimit import Decision
-from zixly.logging import get_logger
-from zixly.services import Services
+from zixly.security.ratelimit import Decision
 
 log = get_logger("zixly.http")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")

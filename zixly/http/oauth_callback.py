@@ -17,15 +17,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from zixly.alerts.jobs import build_alert_service
-from zixly.crypto import Keyring
-from zixly.errors import UnavailableError
-from zixly.integrations.connect import ConnectFailure, IntegrationConnector, OAuthConnectError
-from zixly.integrations.registry import PROVIDERS
-from zixly.logging import get_logger
-from zixly.outages import unavailable
-from zixly.provisioning.control import job_queue
-from zixly.services import Services
+from zixly.container import Services
+from zixly.core.errors import UnavailableError
+from zixly.core.logging import get_logger
+from zixly.core.outages import unavailable
+from zixly.integrations.connect import ConnectFailure, OAuthConnectError
+from zixly.providers.registry import PROVIDERS
 
 log = get_logger("zixly.http.oauth")
 # What the callback reads from the query; values longer than this are not a real answer.
@@ -57,19 +54,6 @@ _STATUS = {
 }
 
 
-def connector(services: Services) -> IntegrationConnector:
-    settings = services.settings
-    return IntegrationConnector(
-        services.db,
-        services.redis_commands,  # socket timeouts: a stalled Redis is a 503, not a hang
-        Keyring.from_settings(settings),
-        services.http,
-        settings,
-        alerts=build_alert_service(settings, services.db, services.http),
-        queue=job_queue(services.redis_commands),
-    )
-
-
 async def oauth_callback(request: Request) -> Response:
     services: Services = request.app.state.services
     name = str(request.path_params["provider"])
@@ -82,7 +66,7 @@ async def oauth_callback(request: Request) -> Response:
             query[key] = value if len(value) <= limit else ""
     request_id = getattr(request.state, "request_id", None)
     try:
-        await connector(services).complete(name, query, request_id=request_id)
+        await services.connector.complete(name, query, request_id=request_id)
     except OAuthConnectError as exc:
         return _answer(services, name, exc.reason)
     except Exception as exc:  # rolled back: nothing stored, no job; the state is spent
@@ -105,7 +89,9 @@ def _answer(services: Services, provider: str, failure: ConnectFailure | None) -
     if failure is None:
         return message_page(200, f"{provider} connected", "Zixly will start syncing shortly.")
     status = _STATUS.get(failure, 400)
-    page = message_page(status, f"{provider} not connected", f"{_MESSAGES[failure]} ({failure.value})")
+    page = message_page(
+        status, f"{provider} not connected", f"{_MESSAGES[failure]} ({failure.value})"
+    )
     if failure is ConnectFailure.UNAVAILABLE:
         page.headers["Retry-After"] = str(UnavailableError.default_retry_after)
     return page

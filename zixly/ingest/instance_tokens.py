@@ -31,13 +31,13 @@ from sqlalchemy import Row, Table, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zixly.crypto import Secret
+from zixly.core.errors import ConflictError, NotFoundError, UnavailableError, ValidationError
+from zixly.core.logging import get_logger
 from zixly.db.models import Tenant
 from zixly.db.session import Database, Scope
 from zixly.domain.audit import Actor, AuditEntry, write_audit
-from zixly.errors import ConflictError, NotFoundError, UnavailableError, ValidationError
 from zixly.ingest.tokens import MAX_NAME_LENGTH, IngestTokenRepository, IssuedToken
-from zixly.logging import get_logger
+from zixly.security.crypto import Secret
 
 log = get_logger("zixly.ingest")
 

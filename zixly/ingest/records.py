@@ -9,7 +9,7 @@ values; no rounding anywhere), dates as checked YYYY-MM-DD text, instants in UTC
 
 Checks: types and lengths of every string (no control characters or lone surrogates,
 nothing absurdly long); real calendar dates (2026-02-30 is refused) and instants within
-``zixly.domain.bounds``' documented range (never infinity); amounts that are
+``zixly.core.bounds``' documented range (never infinity); amounts that are
 numbers, finite and fit ``NUMERIC(14,2)`` (``NUMERIC(14,4)`` for metric values); AUD only
 (templates convert);
 ``net_profit`` = revenue - expenses to the cent when given; one record per natural key in
@@ -36,9 +36,9 @@ from decimal import Decimal, InvalidOperation
 from operator import itemgetter
 from typing import Any
 
-from zixly.domain.bounds import OutOfBounds, check_date, check_instant, fixed_point
+from zixly.core.bounds import OutOfBounds, check_date, check_instant, fixed_point
+from zixly.core.errors import ValidationError
 from zixly.domain.metrics import METRIC_NAME
-from zixly.errors import ValidationError
 
 MAX_REPORTED_ERRORS = 1000
 MAX_ID_LENGTH = 200

@@ -31,10 +31,10 @@ from sqlalchemy import Row, Table, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zixly.crypto import Secret
+from zixly.core.errors import NotFoundError
 from zixly.db.models import IngestToken
 from zixly.domain.audit import Actor, AuditEntry, write_audit
-from zixly.errors import NotFoundError
+from zixly.security.crypto import Secret
 
 TOKEN_PREFIX = "zik_"  # noqa: S105 - the format's fixed prefix
 TOKEN_PATTERN = re.compile(r"^zik_[A-Za-z0-9_-]{43}$")

@@ -44,25 +44,25 @@ from redis.exceptions import RedisError
 from sqlalchemy import Table, select
 
 from zixly.alerts.service import AlertService
-from zixly.crypto import Keyring, Secret
+from zixly.core.errors import NotFoundError, ValidationError, ZixlyError
+from zixly.core.logging import get_logger
+from zixly.core.settings import Settings
 from zixly.db.models import Membership
 from zixly.db.session import Database, Scope
 from zixly.domain.audit import Actor, AuditEntry, write_audit
-from zixly.errors import NotFoundError, ValidationError, ZixlyError
-from zixly.integrations.oauth import (
+from zixly.integrations.refresh import LOCK_PREFIX, RefreshBusyError
+from zixly.integrations.sync import SYNC_JOB, auth_alert_key, push_integration_token, sync_job_id
+from zixly.providers.oauth import (
     InvalidGrantError,
     OAuthClient,
     ProviderError,
     ProviderRateLimitedError,
     ProviderUnavailableError,
 )
-from zixly.integrations.refresh import LOCK_PREFIX, RefreshBusyError
-from zixly.integrations.registry import Provider, provider
-from zixly.integrations.sync import SYNC_JOB, auth_alert_key, push_integration_token, sync_job_id
-from zixly.integrations.tokens import StoredIntegration, TokenStore
-from zixly.logging import get_logger
+from zixly.providers.registry import Provider, provider
+from zixly.providers.tokens import StoredIntegration, TokenStore
 from zixly.provisioning.credentials import CredentialDeps
-from zixly.settings import Settings
+from zixly.security.crypto import Keyring, Secret
 
 log = get_logger("zixly.integrations.connect")
 

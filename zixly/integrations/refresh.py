@@ -29,18 +29,11 @@ from redis.asyncio import Redis
 from redis.exceptions import LockError
 from sqlalchemy import Table, select
 
-from zixly.crypto import Keyring
+from zixly.core.errors import UnavailableError, ZixlyError
+from zixly.core.logging import get_logger
+from zixly.core.settings import Settings
 from zixly.db.models import Integration
 from zixly.db.session import Database
-from zixly.errors import UnavailableError, ZixlyError
-from zixly.integrations.oauth import (
-    InvalidGrantError,
-    OAuthClient,
-    ProviderRateLimitedError,
-    ProviderUnavailableError,
-    TokenSet,
-)
-from zixly.integrations.registry import Provider, provider
 from zixly.integrations.sync import (
     alert_service,
     invalid_grant_alert,
@@ -48,9 +41,15 @@ from zixly.integrations.sync import (
     token_pusher,
     worker_deps,
 )
-from zixly.integrations.tokens import STAFF, StoredIntegration, TokenStore
-from zixly.logging import get_logger
-from zixly.settings import Settings
+from zixly.providers.oauth import (
+    InvalidGrantError,
+    OAuthClient,
+    ProviderRateLimitedError,
+    ProviderUnavailableError,
+    TokenSet,
+)
+from zixly.providers.registry import Provider, provider
+from zixly.providers.tokens import STAFF, StoredIntegration, TokenStore
 
 log = get_logger("zixly.integrations.refresh")
 
@@ -263,7 +262,7 @@ class TokenRefresher:
 
 
 async def refresh_expiring_tokens(ctx: dict[str, Any]) -> dict[str, int]:
-    """The arq cron job (ctx from ``zixly.worker.startup``): push again the n8n credentials a
+    """The arq cron job (ctx from ``zixly.workers.settings.startup``): push again the n8n credentials a
     previous run failed to update, then refresh what expires within 10 minutes; the counts
     per outcome / error code are the job's result."""
     settings: Settings = ctx["settings"]
@@ -272,7 +271,7 @@ async def refresh_expiring_tokens(ctx: dict[str, Any]) -> dict[str, int]:
     refresher = TokenRefresher(
         ctx["db"],
         ctx["redis"],
-        TokenStore(Keyring.from_settings(settings)),
+        TokenStore(ctx["keyring"]),
         OAuthClient(ctx["http"], settings),
         on_invalid_grant=invalid_grant_alert(alert_service(ctx)),
         on_refreshed=token_pusher(deps, ctx["redis"]),

@@ -27,21 +27,20 @@ import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from zixly.alerts.jobs import build_alert_service
 from zixly.alerts.service import AlertService
-from zixly.crypto import Secret
-from zixly.errors import ZixlyError
-from zixly.integrations.tokens import STAFF, StoredIntegration, TokenStore
-from zixly.logging import get_logger
+from zixly.core.errors import ZixlyError
+from zixly.core.logging import get_logger
+from zixly.providers.tokens import STAFF, StoredIntegration, TokenStore
 from zixly.provisioning.credentials import (
     PUSHABLE,
     CredentialDeps,
     integration_source,
     push_credentials,
 )
-from zixly.provisioning.errors import N8nError
 from zixly.provisioning.instances import InstanceRepository
+from zixly.provisioning.n8n.errors import N8nError
 from zixly.provisioning.templates import NOT_CONNECTED, template_id, webhook_path
+from zixly.security.crypto import Secret
 
 log = get_logger("zixly.integrations.sync")
 
@@ -156,9 +155,7 @@ def worker_deps(ctx: dict[str, Any]) -> CredentialDeps:
 
 
 def alert_service(ctx: dict[str, Any]) -> AlertService:
-    service: AlertService | None = ctx.get("alerts")
-    if service is None:
-        service = ctx["alerts"] = build_alert_service(ctx["settings"], ctx["db"], ctx["http"])
+    service: AlertService = ctx["alerts"]  # the worker's (zixly.container)
     return service
 
 

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from zixly.logging import redact_text
-from zixly.provisioning.errors import N8nNotFoundError
-from zixly.provisioning.n8n_client import N8nClient
+from zixly.core.logging import redact_text
+from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.n8n.errors import N8nNotFoundError
 
 SUCCEEDED = frozenset({"success"})
 FAILED = frozenset({"error", "crashed"})
@@ -42,7 +42,7 @@ HOLD_LIMIT = timedelta(hours=24)
 GAP_GRACE = timedelta(minutes=2)
 MESSAGE_LIMIT = 300
 REDACTED = "[redacted]"
-# Credential-shaped text beyond what zixly.logging already scrubs (bearer tokens, JWTs, URL
+# Credential-shaped text beyond what zixly.core.logging already scrubs (bearer tokens, JWTs, URL
 # passwords): Zixly's ingest tokens, the value of anything named like a secret, credentials
 # in an Authorization header, and long opaque runs of letters and digits (API keys, access
 # tokens) that no human-readable message contains. A secret's name may be camelCase or carry

@@ -29,24 +29,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
 
-from zixly.alerts.jobs import build_alert_service
 from zixly.alerts.service import AlertService
-from zixly.crypto import Keyring
+from zixly.core.errors import ZixlyError
+from zixly.core.events import SyncEventBus
+from zixly.core.logging import get_logger
+from zixly.core.settings import Settings
 from zixly.db.session import Database, Scope
-from zixly.errors import ZixlyError
-from zixly.events import SyncEventBus
-from zixly.logging import get_logger
 from zixly.monitor import store
 from zixly.monitor.executions import Batch, failure_messages, read_since
 from zixly.monitor.rules import ACTIVE, ERROR, STALE, Run, Verdict, assess, sync_alert_severity
 from zixly.provisioning.control import TenantN8n
-from zixly.provisioning.lifecycle import describe
+from zixly.provisioning.operations import describe
 from zixly.provisioning.templates import Manifest, TemplateSpec, bundled_manifest
-from zixly.settings import Settings
 
 log = get_logger("zixly.monitor")
 STAFF = Scope(tenant_id=None, staff=True)
@@ -142,16 +139,15 @@ class SyncHealthMonitor:
         settings: Settings,
         db: Database,
         redis: Redis,
-        http: httpx.AsyncClient,
-        *,
-        alerts: AlertService | None = None,
+        instances: TenantN8n,
+        alerts: AlertService,
         **kwargs: Any,
     ) -> SyncHealthMonitor:
         return cls(
             db,
             redis,
-            TenantN8n(db, Keyring.from_settings(settings), http),
-            alerts or build_alert_service(settings, db, http),
+            instances,
+            alerts,
             concurrency=settings.monitor_concurrency,
             timeout=settings.monitor_timeout_seconds,
             error_after=settings.sync_error_after_failures,

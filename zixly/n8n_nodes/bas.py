@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from zixly.errors import ValidationError
+from zixly.core.errors import ValidationError
 from zixly.n8n_nodes.money import Money, drop_cents, money
 
 _ELEVEN = Decimal(11)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
 
-from zixly.errors import ValidationError
+from zixly.core.errors import ValidationError
 
 CENT = Decimal("0.01")
 DOLLAR = Decimal("1")

@@ -30,7 +30,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, NamedTuple, TypeVar
 
-from zixly.errors import ValidationError
+from zixly.core.errors import ValidationError
 from zixly.n8n_nodes.money import Money, drop_cents, money, to_dollar_half_up
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from zixly.errors import ValidationError
+from zixly.core.errors import ValidationError
 
 PAYDAY_SUPER_START = dt.date(2026, 7, 1)
 

@@ -20,28 +20,30 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import httpx
 from arq import ArqRedis
 from arq.jobs import Job
-from redis.asyncio import Redis
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zixly.crypto import Keyring
+from zixly.core.errors import NotFoundError, UnavailableError
 from zixly.db.session import Database
 from zixly.domain.tenants import SLUG_PATTERN
-from zixly.errors import NotFoundError, UnavailableError
-from zixly.provisioning import bundles, jobs
-from zixly.provisioning.errors import N8nError
+from zixly.provisioning.enqueue import enqueue
 from zixly.provisioning.instance_events import publish
 from zixly.provisioning.instances import TENANTS, ActualState, InstanceRepository, InstanceRow, T
-from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle, Operation, Template
-from zixly.provisioning.n8n_client import N8nClient
+from zixly.provisioning.lifecycle import InstanceLifecycle
+from zixly.provisioning.n8n.bundle_export import export_bundle
+from zixly.provisioning.n8n.bundle_format import ImportReport
+from zixly.provisioning.n8n.bundle_import import import_bundle
+from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.n8n.errors import N8nError
+from zixly.provisioning.operations import STAFF, Operation, Template
 from zixly.provisioning.secrets import InstanceSecretBox, SecretField
 from zixly.provisioning.templates import plan_templates
-from zixly.worker import deserialize, serialize
+from zixly.security.crypto import Keyring
 
 # The arguments each operation's job takes besides the tenant id.
 JOB_ARGUMENTS: Mapping[Operation, tuple[str, ...]] = {
@@ -52,13 +54,6 @@ JOB_ARGUMENTS: Mapping[Operation, tuple[str, ...]] = {
 # How long a tenant's request waits for its n8n to accept a connection.
 TENANT_RETRY_SECONDS = 1.0
 _REACHABLE = frozenset({ActualState.RUNNING, ActualState.UPGRADING})
-
-
-def job_queue(redis: Redis) -> ArqRedis:
-    """arq's client over an existing connection pool (JSON jobs, like the worker's)."""
-    return ArqRedis(
-        cast(Any, redis.connection_pool), job_serializer=serialize, job_deserializer=deserialize
-    )
 
 
 async def request_and_enqueue(
@@ -87,7 +82,7 @@ async def request_and_enqueue(
     arguments = {
         name: given[name] for name in JOB_ARGUMENTS.get(operation, ()) if given[name] is not None
     }
-    return row, await jobs.enqueue(queue, operation, tenant_id, **arguments)
+    return row, await enqueue(queue, operation, tenant_id, **arguments)
 
 
 async def provision_templates(
@@ -174,15 +169,15 @@ class TenantN8n:
     async def export(self, tenant_id: uuid.UUID, ids: Sequence[str] | None) -> dict[str, Any]:
         api, row = await self.client(tenant_id)
         async with reachable():
-            return await bundles.export_bundle(api, ids, n8n_version=row.version)
+            return await export_bundle(api, ids, n8n_version=row.version)
 
     async def import_(
         self, tenant_id: uuid.UUID, bundle: object, *, activate: bool = False
-    ) -> bundles.ImportReport:
+    ) -> ImportReport:
         api, _ = await self.client(tenant_id)
         # import_bundle reports n8n's failures per workflow itself; an unreachable n8n stops
         # it, reported on the workflow it stopped at.
-        return await bundles.import_bundle(api, bundle, activate=activate)
+        return await import_bundle(api, bundle, activate=activate)
 
 
 async def find_tenant(session: AsyncSession, ref: str) -> uuid.UUID | None:

@@ -28,13 +28,13 @@ from pathlib import Path
 
 import httpx
 
-from zixly.crypto import Keyring
+from zixly.core.logging import get_logger
 from zixly.db.session import Database
 from zixly.ingest.instance_tokens import InstanceTokenRotation
-from zixly.logging import get_logger
 from zixly.provisioning.instances import ActualState, InstanceRepository
-from zixly.provisioning.lifecycle import STAFF, InstanceLifecycle
-from zixly.provisioning.n8n_client import N8nClient
+from zixly.provisioning.lifecycle import InstanceLifecycle
+from zixly.provisioning.n8n.client import N8nClient
+from zixly.provisioning.operations import STAFF
 from zixly.provisioning.secrets import InstanceSecretBox
 from zixly.provisioning.templates import (
     TEMPLATES_DIR,
@@ -48,6 +48,7 @@ from zixly.provisioning.templates import (
     tenant_values,
     with_integration_tokens,
 )
+from zixly.security.crypto import Keyring
 
 log = get_logger("zixly.provisioning.credentials")
 # Where the owner can log in and n8n answers (an upgrade keeps the old version serving).

@@ -4,7 +4,7 @@ Deprovisioning stores the bundle in ``workflow_exports`` (reason ``DEPROVISION``
 instance and its data are removed. It stays retrievable for ``final_export_retention_days``
 (``zixly tenant export --final <tenant>``, the staff ``finalExport`` query); the worker's
 ``purge_final_exports`` cron deletes older ones. The bundle is what n8n's import takes
-(zixly.provisioning.bundles): workflows only, never credentials.
+(zixly.provisioning.n8n.bundle_export): workflows only, never credentials.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zixly.core.logging import get_logger
+from zixly.core.settings import Settings
 from zixly.db.session import Database
-from zixly.logging import get_logger
 from zixly.provisioning.instances import X
-from zixly.provisioning.lifecycle import STAFF
-from zixly.settings import Settings
+from zixly.provisioning.operations import STAFF
 
 log = get_logger("zixly.provisioning.final_exports")
 REASON = "DEPROVISION"

@@ -2,7 +2,7 @@
 
 The lifecycle appends each event to ``instance_events`` and publishes the row (its
 ``EventRecord.as_message()``) after the commit; this module reads that stream for the
-``instanceEvents`` subscription and the CLI's live progress. Like ``zixly.events``, the
+``instanceEvents`` subscription and the CLI's live progress. Like ``zixly.core.events``, the
 channel is chosen by tenant id only, and a payload that is not a valid event is logged and
 skipped, never relayed.
 """
@@ -18,8 +18,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from zixly.events import MAX_MESSAGE_BYTES, messages
-from zixly.logging import get_logger
+from zixly.core.events import MAX_MESSAGE_BYTES, messages
+from zixly.core.logging import get_logger
 from zixly.provisioning.instances import EventKind, EventRecord, Step
 
 log = get_logger("zixly.provisioning.instance_events")

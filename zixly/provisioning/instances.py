@@ -20,8 +20,8 @@ from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from zixly.core.errors import ConflictError
 from zixly.db.models import InstanceEvent, N8nInstance, Tenant, WorkflowExport
-from zixly.errors import ConflictError
 
 T = cast(Table, N8nInstance.__table__)
 E = cast(Table, InstanceEvent.__table__)
@@ -121,7 +121,7 @@ class InstanceRow:
     lock_version: int
     created_at: datetime
     updated_at: datetime
-    # what Zixly last wrote per template workflow (zixly.provisioning.fingerprints)
+    # what Zixly last wrote per template workflow (zixly.provisioning.n8n.fingerprints)
     template_fingerprints: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -12,19 +12,16 @@ within the lease, and the retry is recorded with the step it resumes from.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from arq import ArqRedis, Retry
-from arq.jobs import Job
+from arq import Retry
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from zixly.errors import UnavailableError
-from zixly.provisioning.errors import InstanceNotFoundError, N8nUnavailableError, RuntimeFailure
+from zixly.core.errors import UnavailableError
+from zixly.core.settings import Settings
 from zixly.provisioning.instance_events import publish
 from zixly.provisioning.instances import (
     ConcurrentChangeError,
@@ -33,16 +30,11 @@ from zixly.provisioning.instances import (
     InstanceRow,
 )
 from zixly.provisioning.lease import job_lease
-from zixly.provisioning.lifecycle import (
-    STAFF,
-    HealthCheckError,
-    InstanceBusyError,
-    InstanceLifecycle,
-    Operation,
-    template_sources,
-)
+from zixly.provisioning.lifecycle import InstanceLifecycle
+from zixly.provisioning.n8n.errors import N8nUnavailableError
+from zixly.provisioning.operations import STAFF, HealthCheckError, InstanceBusyError, Operation
 from zixly.provisioning.reconciler import Reconciler
-from zixly.settings import Settings
+from zixly.provisioning.runtimes.errors import InstanceNotFoundError, RuntimeFailure
 
 MAX_TRIES = 6
 MAX_BACKOFF_SECONDS = 300
@@ -75,16 +67,6 @@ def is_transient(exc: BaseException) -> bool:
             TimeoutError,
         ),
     ) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
-
-
-def job_id(operation: Operation, tenant_id: uuid.UUID | str, *parts: str) -> str:
-    return ":".join((operation.value, str(tenant_id), *parts))
-
-
-def templates_digest(templates: Sequence[Any]) -> str:
-    """Identifies a template list in a job id (same list: same job)."""
-    canonical = json.dumps(list(templates), sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def summary(row: InstanceRow) -> JobResult:
@@ -197,6 +179,8 @@ async def reconcile_instances(ctx: dict[str, Any]) -> dict[str, Any]:
     return (await reconciler.run()).as_dict()
 
 
+# Registered by the worker under JOB_NAMES (zixly.provisioning.enqueue), which is what
+# whoever enqueues names.
 JOBS: dict[Operation, Callable[..., Awaitable[JobResult]]] = {
     Operation.PROVISION: provision_instance,
     Operation.START: start_instance,
@@ -208,23 +192,3 @@ JOBS: dict[Operation, Callable[..., Awaitable[JobResult]]] = {
     Operation.DEPLOY_TEMPLATES: deploy_instance_templates,
     Operation.DEPROVISION: deprovision_instance,
 }
-
-
-async def enqueue(
-    pool: ArqRedis, operation: Operation, tenant_id: uuid.UUID, **kwargs: Any
-) -> Job | None:
-    """Enqueue ``operation`` for a tenant (after the request's commit). None: the same
-    operation is already queued or running, so nothing new was queued."""
-    if kwargs.get("templates") is not None:  # checked now; paths travel as absolute text
-        kwargs["templates"] = template_sources(kwargs["templates"])
-    parts: list[str] = []
-    if operation is Operation.UPGRADE:
-        parts.append(str(kwargs["version"]))
-    if operation is Operation.DEPLOY_TEMPLATES:
-        parts.append(templates_digest(kwargs["templates"]))
-    return await pool.enqueue_job(
-        JOBS[operation].__name__,
-        str(tenant_id),
-        _job_id=job_id(operation, tenant_id, *parts),
-        **kwargs,
-    )

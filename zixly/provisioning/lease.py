@@ -9,7 +9,7 @@ of that while the job runs. When the worker dies, the key lapses within ``second
 its next try, and the lifecycle resumes from the step the row records.
 
 Never twice at once: a live worker keeps renewing its lease, and every instance job converges
-under the tenant's lock (zixly.provisioning.lifecycle.TenantLock, with the same lease), which
+under the tenant's lock (zixly.provisioning.tenant_lock.TenantLock, with the same lease), which
 the retried job waits for for up to one lease.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 from arq.constants import in_progress_key_prefix
 from redis.exceptions import RedisError
 
-from zixly.logging import get_logger
+from zixly.core.logging import get_logger
 
 log = get_logger("zixly.provisioning.lease")
 

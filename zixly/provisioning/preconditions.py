@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol, runtime_checkable
 
-from zixly.errors import ValidationError
+from zixly.core.errors import ValidationError
 
 
 class VersionUnavailableError(ValidationError):

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from zixly.logging import get_logger
+from zixly.core.logging import get_logger
 from zixly.provisioning.instances import (
     ActualState,
     ConcurrentChangeError,
@@ -36,14 +36,9 @@ from zixly.provisioning.instances import (
     InstanceRepository,
     InstanceRow,
 )
-from zixly.provisioning.lifecycle import (
-    STAFF,
-    InstanceBusyError,
-    InstanceLifecycle,
-    describe,
-    handle_of,
-)
-from zixly.provisioning.runtime import InstanceHandle, RuntimeState
+from zixly.provisioning.lifecycle import InstanceLifecycle
+from zixly.provisioning.operations import STAFF, InstanceBusyError, describe, handle_of
+from zixly.provisioning.runtimes.base import InstanceHandle, RuntimeState
 
 log = get_logger("zixly.provisioning.reconciler")
 # States an operation passes through; a row in one of them was left by a job that died.

@@ -12,9 +12,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from zixly.crypto import Binding, Keyring, Secret
-from zixly.provisioning.bootstrap import InstanceSecrets
 from zixly.provisioning.instances import InstanceRow
+from zixly.provisioning.n8n.bootstrap import InstanceSecrets
+from zixly.security.crypto import Binding, Keyring, Secret
 
 TABLE = "n8n_instances"
 

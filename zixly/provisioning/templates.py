@@ -54,12 +54,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zixly.crypto import Keyring, Secret
+from zixly.core.errors import ValidationError
 from zixly.db.models import Integration, Tenant
-from zixly.errors import ValidationError
-from zixly.integrations.registry import PROVIDERS
-from zixly.integrations.tokens import TokenStore
-from zixly.provisioning.n8n_client import N8nClient
+from zixly.providers.registry import PROVIDERS
+from zixly.providers.tokens import TokenStore
+from zixly.provisioning.n8n.client import N8nClient
+from zixly.security.crypto import Keyring, Secret
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "n8n-workflows"
 MANIFEST = "manifest.json"

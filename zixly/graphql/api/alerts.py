@@ -9,8 +9,6 @@ import strawberry
 
 from zixly.alerts.config import AlertSettingsRepository
 from zixly.alerts.destinations import WebhookTargets
-from zixly.auth.principal import Role
-from zixly.crypto import Keyring
 from zixly.domain.alerts import (
     AlertSettingsAdmin,
     AlertSettingsView,
@@ -21,6 +19,7 @@ from zixly.domain.alerts import (
 from zixly.domain.audit import Actor
 from zixly.graphql.context import Context, Info
 from zixly.graphql.relay import page_size
+from zixly.security.principal import Role
 
 
 @strawberry.enum
@@ -115,9 +114,9 @@ class Alert:
 
 
 def _repository(ctx: Context) -> AlertSettingsRepository:
-    settings = ctx.settings
+    services = ctx.services
     return AlertSettingsRepository(
-        Keyring.from_settings(settings), WebhookTargets.from_settings(settings)
+        services.keyring, WebhookTargets.from_settings(services.settings)
     )
 
 

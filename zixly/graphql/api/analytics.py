@@ -12,9 +12,10 @@ import strawberry
 
 from zixly.domain import analytics
 from zixly.domain.analytics import AnalyticsRepository
+from zixly.domain.ids import optional_id
 from zixly.domain.ranges import DateRange
 from zixly.graphql.context import Info
-from zixly.graphql.inputs import DateRangeInput, optional_id
+from zixly.graphql.inputs import DateRangeInput
 
 # The heavy reports: each runs with report_statement_timeout_ms instead of the request's
 # short statement timeout (Context.report_session), as /export/financials.csv does.

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import strawberry
 
-from zixly.auth.principal import Role
 from zixly.domain.clients import ClientRepository
 from zixly.graphql.api.clients import Client
 from zixly.graphql.context import Info
 from zixly.graphql.inputs import checked_text
+from zixly.security.principal import Role
 
 
 @strawberry.input

@@ -8,11 +8,12 @@ from typing import Any
 
 import strawberry
 
+from zixly.core.errors import NotFoundError
 from zixly.domain.clients import ClientRepository
 from zixly.domain.financials import FinancialRepository
-from zixly.errors import NotFoundError
+from zixly.domain.ids import optional_id, parse_id
 from zixly.graphql.context import Info
-from zixly.graphql.inputs import DateRangeInput, optional_id, parse_id
+from zixly.graphql.inputs import DateRangeInput
 from zixly.graphql.relay import Connection, build_connection, decode_after, page_size
 
 

@@ -12,13 +12,12 @@ from typing import Any
 
 import strawberry
 
-from zixly.auth.principal import Role
-from zixly.crypto import Keyring
 from zixly.domain.audit import Actor
+from zixly.domain.ids import parse_id
 from zixly.graphql.context import Info
-from zixly.graphql.inputs import parse_id
 from zixly.ingest.tokens import IngestTokenAdmin, IngestTokenRepository
 from zixly.provisioning.credentials import CredentialDeps, token_rotation
+from zixly.security.principal import Role
 
 MAX_LISTED = 100
 
@@ -92,7 +91,7 @@ class IngestTokenMutation:
         services = ctx.services
         deps = CredentialDeps(
             services.db,
-            Keyring.from_settings(services.settings),
+            services.keyring,
             services.http,
             services.settings.ingest_base_url,
         )

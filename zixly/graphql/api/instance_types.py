@@ -8,11 +8,11 @@ from typing import Any, cast
 import strawberry
 from strawberry.scalars import JSON
 
-from zixly.provisioning.bundles import ImportedWorkflow, ImportReport, WorkflowProblem
 from zixly.provisioning.control import TenantInstance
 from zixly.provisioning.final_exports import FinalExport as KeptExport
 from zixly.provisioning.instance_events import InstanceEventMessage
 from zixly.provisioning.instances import ActualState, DesiredState, EventKind, InstanceRow, Step
+from zixly.provisioning.n8n.bundle_format import ImportedWorkflow, ImportReport, WorkflowProblem
 
 InstanceStatus = strawberry.enum(
     ActualState, name="InstanceStatus", description="What the lifecycle last reached."

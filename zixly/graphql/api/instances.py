@@ -14,9 +14,8 @@ from typing import Any, cast
 import strawberry
 from strawberry.scalars import JSON
 
-from zixly.auth.principal import Role
-from zixly.crypto import Keyring
-from zixly.errors import NotFoundError, ValidationError
+from zixly.core.errors import NotFoundError, ValidationError
+from zixly.domain.ids import parse_id
 from zixly.graphql.api.instance_types import (
     FinalExport,
     Instance,
@@ -26,27 +25,24 @@ from zixly.graphql.api.instance_types import (
     WorkflowImportReport,
 )
 from zixly.graphql.context import Context, Info
-from zixly.graphql.inputs import parse_id
 from zixly.http.editor_proxy import editor_path
 from zixly.provisioning.control import (
     TenantN8n,
-    job_queue,
     request_and_enqueue,
     tenant_instance,
 )
 from zixly.provisioning.final_exports import final_export
 from zixly.provisioning.instance_events import subscribe
 from zixly.provisioning.instances import InstanceRepository
-from zixly.provisioning.lifecycle import Operation
+from zixly.provisioning.operations import Operation
 from zixly.provisioning.templates import bundled_manifest, template_id
-from zixly.worker import build_lifecycle
+from zixly.security.principal import Role
 
 MAX_EXPORT_IDS = 200
 
 
 def _tenant_n8n(ctx: Context) -> TenantN8n:
-    services = ctx.services
-    return TenantN8n(services.db, Keyring.from_settings(services.settings), services.http)
+    return ctx.services.tenant_n8n
 
 
 async def _operate(
@@ -61,13 +57,10 @@ async def _operate(
     ctx.principal.require_staff()
     tenant = parse_id(tenant_id, "tenantId")
     services = ctx.services
-    lifecycle = build_lifecycle(
-        services.settings, services.db, services.redis_commands, services.http
-    )
     row, _ = await request_and_enqueue(
-        lifecycle,
+        services.lifecycle,
         ctx.staff_session(),
-        job_queue(services.redis_commands),
+        services.queue,
         tenant,
         operation,
         version=version,

@@ -7,11 +7,10 @@ import enum
 
 import strawberry
 
-from zixly.auth.principal import Role
 from zixly.domain.audit import Actor
 from zixly.graphql.api.integrations import IntegrationStatus
 from zixly.graphql.context import Info
-from zixly.http.oauth_callback import connector
+from zixly.security.principal import Role
 
 
 @strawberry.type(description="Where to send the user's browser to connect a provider.")
@@ -57,7 +56,7 @@ class IntegrationConnectMutation:
     ) -> IntegrationConnectStart:
         ctx = info.context
         tenant_id = ctx.tenant(Role.ADMIN)
-        started = await connector(ctx.services).start(
+        started = await ctx.services.connector.start(
             tenant_id, ctx.principal.user_id, provider, shop
         )
         return IntegrationConnectStart(
@@ -75,7 +74,7 @@ class IntegrationConnectMutation:
         ctx = info.context
         ctx.tenant(Role.ADMIN)
         actor = Actor.of(ctx.principal, ctx.request_id)
-        done = await connector(ctx.services).disconnect(actor, provider)
+        done = await ctx.services.connector.disconnect(actor, provider)
         return IntegrationDisconnect(
             provider=done.provider,
             status=IntegrationStatus(done.status),

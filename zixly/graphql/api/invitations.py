@@ -13,15 +13,16 @@ from typing import Any
 
 import strawberry
 
-from zixly.auth.principal import Role
 from zixly.domain import invitations as domain
 from zixly.domain.audit import Actor
+from zixly.domain.ids import parse_id
 from zixly.domain.invitation_mail import send_invitation
 from zixly.graphql.api.me import RoleEnum
 from zixly.graphql.api.members import checked_email
 from zixly.graphql.context import Context, Info
-from zixly.graphql.inputs import checked_text, parse_id
+from zixly.graphql.inputs import checked_text
 from zixly.graphql.relay import Connection, build_connection, decode_after, page_size
+from zixly.security.principal import Role
 
 
 @strawberry.enum(description="PENDING until accepted or revoked; EXPIRED once its link ran out.")

@@ -10,15 +10,16 @@ from typing import Any
 import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from zixly.auth.principal import Role
+from zixly.core.errors import ValidationError
 from zixly.domain.audit import Actor
+from zixly.domain.ids import parse_id
 from zixly.domain.members import EMAIL_PATTERN, MemberAdmin, MemberRepository
-from zixly.errors import ValidationError
 from zixly.graphql.api.me import RoleEnum
 from zixly.graphql.context import Context, Info
-from zixly.graphql.inputs import checked_text, parse_id
+from zixly.graphql.inputs import checked_text
 from zixly.graphql.relay import Connection, build_connection, decode_after, page_size
-from zixly.principal_events import publish_change
+from zixly.security.principal import Role
+from zixly.security.principal_events import publish_change
 
 
 @strawberry.type(description="A user's membership in the tenant.")

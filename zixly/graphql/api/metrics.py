@@ -8,12 +8,13 @@ from typing import Any
 
 import strawberry
 
-from zixly.auth.principal import Role
 from zixly.domain.embeddings import HashingEmbedder
+from zixly.domain.ids import optional_id, parse_id
 from zixly.domain.metrics import CustomMetricRepository, NewMetric, check_neighbours
 from zixly.graphql.context import Info
-from zixly.graphql.inputs import DateRangeInput, optional_id, parse_id
+from zixly.graphql.inputs import DateRangeInput
 from zixly.graphql.relay import Connection, build_connection, decode_after, page_size
+from zixly.security.principal import Role
 
 LISTING = "customMetrics"
 

@@ -8,7 +8,7 @@ from contextlib import aclosing
 
 import strawberry
 
-from zixly.events import SyncEventBus, SyncEventMessage
+from zixly.core.events import SyncEventBus, SyncEventMessage
 from zixly.graphql.context import Info
 
 

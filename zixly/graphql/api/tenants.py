@@ -6,9 +6,9 @@ from typing import Any
 
 import strawberry
 
+from zixly.core.errors import ValidationError
 from zixly.domain.audit import Actor
 from zixly.domain.tenants import SLUG_PATTERN, TenantRepository, create_tenant
-from zixly.errors import ValidationError
 from zixly.graphql.api.me import Tenant
 from zixly.graphql.context import Info
 from zixly.graphql.inputs import checked_text

@@ -21,7 +21,9 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from zixly.errors import BadRequestError, RateLimitedError, UnavailableError, ZixlyError
+from zixly.core.errors import BadRequestError, RateLimitedError, UnavailableError, ZixlyError
+from zixly.core.logging import get_logger
+from zixly.core.metrics import GRAPHQL_LATENCY, REGISTRY
 from zixly.graphql.api.analytics import REPORT_FIELDS
 from zixly.graphql.compiled.planner import Plan, Planner
 from zixly.graphql.compiled.render import render
@@ -29,9 +31,7 @@ from zixly.graphql.context import build_context
 from zixly.graphql.http_requests import decode_body, response_media_type
 from zixly.graphql.input_checks import unstorable_in
 from zixly.graphql.view import ANONYMOUS, ZixlyGraphQL
-from zixly.http.metrics import GRAPHQL_LATENCY, REGISTRY
 from zixly.http.middleware import error_response
-from zixly.logging import get_logger
 
 log = get_logger("zixly.graphql.compiled")
 

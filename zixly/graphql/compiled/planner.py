@@ -47,6 +47,7 @@ from sqlalchemy import cast as sql_cast
 from strawberry.schema.schema import validate_document
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 
+from zixly.core.settings import Settings
 from zixly.graphql.compiled.render import (
     CURSOR,
     END_CURSOR,
@@ -71,7 +72,6 @@ from zixly.graphql.compiled.sources import (
     SqlValue,
 )
 from zixly.graphql.schema import limit_rules
-from zixly.settings import Settings
 
 TYPENAME = "__typename"
 # json_build_object takes at most 100 arguments: 50 key/value pairs.

@@ -39,12 +39,13 @@ from zixly.domain.clients import ClientRepository
 from zixly.domain.clients import T as CLIENTS
 from zixly.domain.financials import F as FINANCIALS
 from zixly.domain.financials import FinancialRepository
+from zixly.domain.ids import optional_id
 from zixly.domain.metrics import CustomMetricRepository
 from zixly.domain.metrics import M as METRICS
 from zixly.graphql.api.metrics import LISTING as METRICS_LISTING
 from zixly.graphql.compiled.render import PageData
 from zixly.graphql.context import Context
-from zixly.graphql.inputs import DateRangeInput, optional_id
+from zixly.graphql.inputs import DateRangeInput
 from zixly.graphql.relay import decode_after, page_size
 
 SqlText = ColumnElement[str]

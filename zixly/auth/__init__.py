@@ -1,1 +1,0 @@
-"""Authentication (JWT verification) and the principal a request acts as."""

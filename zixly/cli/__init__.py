@@ -1,0 +1,1 @@
+"""The ``zixly`` command: one module per command group (``main`` builds the parser)."""

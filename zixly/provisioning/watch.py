@@ -1,0 +1,45 @@
+"""Live progress of an instance operation on a terminal: the tenant's instance events as they
+are published (``zixly tenant ...`` and the demo wait on an operation through this)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable
+
+from redis.asyncio import Redis
+from rich.console import Console
+
+from zixly.provisioning.instance_events import InstanceEventMessage, channel, parse_message
+from zixly.provisioning.instances import InstanceRow
+
+
+async def follow(
+    redis: Redis, tenant_id: uuid.UUID, console: Console, operation: Awaitable[InstanceRow]
+) -> InstanceRow:
+    """Run ``operation`` while printing the tenant's instance events as they are published."""
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(channel(tenant_id))  # before the operation publishes anything
+    task = asyncio.ensure_future(operation)
+    try:
+        with console.status("working…") as status:
+            while True:
+                raw = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+                if raw is not None:
+                    event = parse_message(raw["data"], tenant_id)
+                    if event is not None:
+                        console.print(progress_line(event), highlight=False)
+                        status.update(event.message)
+                elif task.done():  # and nothing left to print
+                    break
+        return await task
+    finally:
+        if not task.done():
+            task.cancel()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def progress_line(event: InstanceEventMessage) -> str:
+    mark = {"ERROR": "✗", "STEP": "✓"}.get(event.kind.value, "•")
+    step = f" [{event.step.value}]" if event.step else ""
+    return f"{mark} {event.at:%H:%M:%S}{step} {event.message}"

@@ -1,0 +1,1 @@
+"""The arq worker: its settings register every job function (``settings``)."""
