@@ -37,6 +37,7 @@ from zixly.provisioning.runtimes.base import InstanceRuntime
 from zixly.security.authenticator import Authenticator
 from zixly.security.crypto import Keyring
 from zixly.security.guard import AccessGuard
+from zixly.security.principal_events import PrincipalWatch
 from zixly.security.tokens import load_signing_secret
 from zixly.security.verifier import TokenVerifier
 
@@ -113,6 +114,8 @@ class Services:
     authenticator: Authenticator
     cursors: CursorCodec
     guard: AccessGuard
+    # Removals and role changes announced by any replica (closes this process's WebSockets).
+    principal_watch: PrincipalWatch
     # How long an instance operation waits for the tenant's lock (the worker: one lease).
     lock_wait: float = 0.0
     given_runtime: InstanceRuntime | None = field(default=None, repr=False)
@@ -158,6 +161,7 @@ class Services:
             authenticator=Authenticator(settings, verifier, db),
             cursors=CursorCodec(secret),
             guard=AccessGuard(commands, settings),
+            principal_watch=PrincipalWatch(redis),
             lock_wait=lock_wait,
             given_runtime=runtime,
         )
@@ -216,6 +220,7 @@ class Services:
         )
 
     async def close(self) -> None:
+        self.principal_watch.stop()
         await self.http.aclose()
         await self.redis.aclose()
         await self.guard.close()

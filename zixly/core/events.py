@@ -8,6 +8,7 @@ Anything on a channel that is not a valid event is logged and skipped, never rel
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncGenerator, Mapping
@@ -80,12 +81,17 @@ class SyncEventBus:
                     yield event
 
 
-async def messages(redis: Redis, name: str, what: str) -> AsyncGenerator[Any, None]:
+async def messages(
+    redis: Redis, name: str, what: str, *, subscribed: asyncio.Event | None = None
+) -> AsyncGenerator[Any, None]:
     """The payloads published on channel ``name`` from now on (shared by every event stream).
-    Closing the iterator unsubscribes and releases the pub/sub connection."""
+    Closing the iterator unsubscribes and releases the pub/sub connection. ``subscribed``
+    is set once the subscription is sent: what is published after that is received."""
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
     try:
         await pubsub.subscribe(name)
+        if subscribed is not None:
+            subscribed.set()
         async for raw in pubsub.listen():
             if raw.get("type") == "message":
                 yield raw["data"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from zixly.core.logging import get_logger
 from zixly.core.outages import typed_outages
 from zixly.core.settings import Settings
 from zixly.db.admission import Admission, Ticket
@@ -37,6 +38,7 @@ _SCOPE_SQL = text(
     "set_config('statement_timeout', :timeout, true)"
 )
 _TIMEOUT_SQL = text("SELECT set_config('statement_timeout', :timeout, true)")
+log = get_logger("zixly.db")
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,9 @@ class UnitOfWork:
     authentication opened it). What the database raises when it cannot serve (no
     connection free in time, unreachable, a statement past its timeout) leaves as the
     typed error of ``zixly.core.outages.typed_outages`` (503 with ``Retry-After``).
+
+    ``after_commit`` callbacks run once the transaction has committed, never after a roll
+    back (announcements of what the transaction changed: see ``zixly.security.principal_events``).
     """
 
     def __init__(self, db: Database, scope: Scope) -> None:
@@ -146,6 +151,12 @@ class UnitOfWork:
         self._lock = asyncio.Lock()
         self._session: AsyncSession | None = None
         self._ticket: Ticket | None = None
+        self._after_commit: list[Callable[[], Awaitable[None]]] = []
+
+    def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` after this unit of work commits (dropped if it rolls back). A
+        callback that fails is logged: the transaction is committed by then."""
+        self._after_commit.append(callback)
 
     @asynccontextmanager
     async def session(
@@ -215,6 +226,7 @@ class UnitOfWork:
     async def finish(self, *, commit: bool) -> None:
         session, self._session = self._session, None
         ticket, self._ticket = self._ticket, None
+        callbacks, self._after_commit = self._after_commit, []
         try:
             if session is None:
                 return
@@ -229,6 +241,12 @@ class UnitOfWork:
         finally:
             if ticket is not None:
                 ticket.release()
+        if commit:
+            for callback in callbacks:
+                try:
+                    await callback()
+                except Exception as exc:  # committed already: report, do not fail the request
+                    log.error("uow.after_commit_failed", error=repr(exc))
 
 
 async def _set_timeout(session: AsyncSession, milliseconds: int) -> None:

@@ -21,6 +21,7 @@ from zixly.db.rows import AnyRow
 from zixly.domain.audit import Actor, AuditEntry, write_audit
 from zixly.domain.pages import Page, split_page
 from zixly.security.principal import Role
+from zixly.security.principal_events import ChangeKind, PrincipalChange
 
 M = cast(Table, Membership.__table__)
 U = cast(Table, User.__table__)
@@ -101,7 +102,9 @@ class MemberAdmin:
     """Role changes and removals in the actor's tenant, each audited.
 
     The tenant's ADMIN memberships are locked before any change, so two admins demoting
-    each other at the same time cannot leave the tenant without an ADMIN.
+    each other at the same time cannot leave the tenant without an ADMIN. ``changes``
+    records who lost or changed their role, for the caller to announce once the
+    transaction commits (``zixly.security.principal_events``).
     """
 
     LAST_ADMIN = "tenant must keep at least one ADMIN"
@@ -111,12 +114,14 @@ class MemberAdmin:
         self.session = session
         self.actor = actor
         self.members = MemberRepository(session, actor.tenant_id)
+        self.changes: list[PrincipalChange] = []
 
     async def set_role(self, user_id: uuid.UUID, role: Role) -> AnyRow:
         target = await self._locked_target(user_id, stays_admin=role is Role.ADMIN)
         if target.role == role.value:
             return target  # nothing changes, nothing to audit
         await self.members.set_role(user_id, role)
+        self._changed(user_id, ChangeKind.ROLE_CHANGED)
         await self._audit(
             "member.role_changed", user_id, {"old_role": target.role, "new_role": role.value}
         )
@@ -125,8 +130,15 @@ class MemberAdmin:
     async def remove(self, user_id: uuid.UUID) -> AnyRow:
         target = await self._locked_target(user_id, stays_admin=False)
         await self.members.remove(user_id)
+        self._changed(user_id, ChangeKind.REMOVED)
         await self._audit("member.removed", user_id, {"old_role": target.role})
         return target
+
+    def _changed(self, user_id: uuid.UUID, kind: ChangeKind) -> None:
+        assert self.actor.tenant_id is not None
+        self.changes.append(
+            PrincipalChange(tenant_id=self.actor.tenant_id, user_id=user_id, kind=kind)
+        )
 
     async def _locked_target(self, user_id: uuid.UUID, *, stays_admin: bool) -> AnyRow:
         """The member, locked; refuses a change that would leave the tenant with no ADMIN."""

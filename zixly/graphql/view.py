@@ -24,6 +24,7 @@ from zixly.container import Services
 from zixly.core.errors import AuthenticationError, BadRequestError, ZixlyError
 from zixly.graphql import http_requests
 from zixly.graphql.context import Context, build_context
+from zixly.graphql.ws import SESSION, SessionHandler, credentials
 from zixly.http.middleware import error_response
 from zixly.security.principal import Principal
 
@@ -50,6 +51,9 @@ class _ClosingAdapter(ASGIWebSocketAdapter):
 
 class ZixlyGraphQL(GraphQL[Context, None]):
     websocket_adapter_class = _ClosingAdapter
+    # Each operation authorised, rate-limited and in a transaction of its own; the socket
+    # closed when its principal changes (zixly.graphql.ws).
+    graphql_transport_ws_handler_class = SessionHandler
 
     def __init__(self, schema: Any, services: Services) -> None:
         super().__init__(
@@ -156,24 +160,18 @@ class ZixlyGraphQL(GraphQL[Context, None]):
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         """Authenticate ``connection_init`` and apply the same limits as HTTP requests:
         failed authentications per address, and the connection counted as one request of
-        its tenant."""
+        its tenant. Each operation is then authorised again (zixly.graphql.ws)."""
         guard = self.services.guard
         client = getattr(context.request, "client", None)
         address = client.host if client else "unknown"
-        params = context.connection_params or {}
-        authorization = params.get("Authorization") or params.get("authorization")
-        credential = authorization if isinstance(authorization, str) else None
+        credential, tenant = credentials(context.connection_params)
         if await guard.address_blocked(address, credential) is not None:
             guard.rejected("auth_failures", address)
             raise ConnectionRejectionError(
                 {"message": "too many failed authentications", "code": "RATE_LIMITED"}
             )
-        tenant = params.get("X-Zixly-Tenant") or params.get("x-zixly-tenant")
         try:
-            principal = await self.services.authenticator.authenticate(
-                credential,
-                tenant if isinstance(tenant, str) else None,
-            )
+            principal = await self.services.authenticator.authenticate(credential, tenant)
         except ZixlyError as error:
             if isinstance(error, AuthenticationError):
                 await guard.record_auth_failure(address, credential, error)
@@ -196,8 +194,8 @@ class ZixlyGraphQL(GraphQL[Context, None]):
                     "retryAfter": decision.retry_after_seconds,
                 }
             )
-        fresh = build_context(self.services, principal, context.request_id, context.request)
-        context.principal = principal
-        context.uow = fresh.uow
-        context.loaders = fresh.loaders
+        context.principal = principal  # whom the socket is for; operations re-authorise
+        session = context.extra.get(SESSION)
+        if isinstance(session, SessionHandler):
+            await session.follow(principal)
         return {"tenant": principal.tenant_slug}

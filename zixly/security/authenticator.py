@@ -41,6 +41,14 @@ def issued_at(claims: dict[str, Any]) -> datetime | None:
         return None
 
 
+def valid_until(claims: dict[str, Any], leeway: int) -> float | None:
+    """Until when the verifier accepts a token with these (verified) claims."""
+    value = claims.get("exp")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) + leeway
+
+
 class MissingCredentials(AuthenticationError):
     """No credentials at all: RFC 6750 answers with a challenge but no error code."""
 
@@ -113,6 +121,7 @@ class Authenticator:
             tenant_slug=row.tenant_slug,
             role=Role(row.role) if row.role else None,
             tenant_choices=tuple(row.tenant_choices or ()),
+            valid_until=valid_until(claims, self.settings.jwt_leeway_seconds),
         )
         if uow is not None:
             uow.scope = principal.scope

@@ -34,6 +34,9 @@ class Principal:
     # Set when the user belongs to several tenants and the request chose none: their own
     # memberships' slugs, for the TENANT_REQUIRED error.
     tenant_choices: tuple[str, ...] = ()
+    # When the verifier stops accepting the credential (its ``exp`` plus the leeway, epoch
+    # seconds); None when unknown. A WebSocket is closed 4401 then (zixly.graphql.ws).
+    valid_until: float | None = None
 
     @property
     def scope(self) -> Scope:

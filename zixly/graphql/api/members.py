@@ -4,6 +4,7 @@ Members join by accepting an invitation (zixly.graphql.api.invitations)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import strawberry
@@ -18,6 +19,7 @@ from zixly.graphql.context import Context, Info
 from zixly.graphql.inputs import checked_text
 from zixly.graphql.relay import Connection, build_connection, decode_after, page_size
 from zixly.security.principal import Role
+from zixly.security.principal_events import publish_change
 
 
 @strawberry.type(description="A user's membership in the tenant.")
@@ -39,6 +41,12 @@ class Member:
 
 def _admin(ctx: Context, session: AsyncSession) -> MemberAdmin:
     return MemberAdmin(session, Actor.of(ctx.principal, ctx.request_id))
+
+
+def _announce(ctx: Context, admin: MemberAdmin) -> None:
+    """Once the request commits, tell every replica whose sockets the changes affect."""
+    for change in admin.changes:
+        ctx.uow.after_commit(partial(publish_change, ctx.services.redis_commands, change))
 
 
 def checked_email(email: str) -> str:
@@ -77,7 +85,9 @@ class MemberMutation:
         ctx.tenant(Role.ADMIN)
         target = parse_id(user_id, "userId")
         async with ctx.session() as session:
-            row = await _admin(ctx, session).set_role(target, Role(role.value))
+            admin = _admin(ctx, session)
+            row = await admin.set_role(target, Role(role.value))
+        _announce(ctx, admin)
         return Member.from_row(row)
 
     @strawberry.mutation(description="Remove a member from the tenant (ADMIN); returns them.")
@@ -86,5 +96,7 @@ class MemberMutation:
         ctx.tenant(Role.ADMIN)
         target = parse_id(user_id, "userId")
         async with ctx.session() as session:
-            row = await _admin(ctx, session).remove(target)
+            admin = _admin(ctx, session)
+            row = await admin.remove(target)
+        _announce(ctx, admin)
         return Member.from_row(row)
