@@ -18,11 +18,13 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy zixly
 	$(VENV)/bin/python tests/architecture.py
+	bash scripts/ci-setup-kube.sh --start
 	bash scripts/ci-setup-podman.sh
 	$(VENV)/bin/zixly n8n install
 	$(VENV)/bin/zixly n8n image
 	$(VENV)/bin/zixly podman stop
-	ZIXLY_REQUIRE_N8N=1 ZIXLY_REQUIRE_PODMAN=1 $(VENV)/bin/python -m pytest
+	bash scripts/ci-setup-kube.sh --wait
+	ZIXLY_REQUIRE_N8N=1 ZIXLY_REQUIRE_PODMAN=1 ZIXLY_REQUIRE_KUBE=1 $(VENV)/bin/python -m pytest
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench.api --quick

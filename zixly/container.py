@@ -46,6 +46,10 @@ REDIS_TIMEOUT_SECONDS = 2.0
 
 def build_runtime(settings: Settings) -> InstanceRuntime:
     """The runtime the settings name (``ZIXLY_N8N_RUNTIME``)."""
+    if settings.n8n_runtime == "kubernetes":
+        from zixly.provisioning.runtimes.kubernetes import from_settings
+
+        return from_settings(settings)
     if settings.n8n_runtime == "docker":
         from zixly.provisioning.runtimes.docker import DockerRuntime
         from zixly.provisioning.runtimes.podman import docker_client

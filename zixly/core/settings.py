@@ -234,9 +234,39 @@ class Settings(BaseSettings):
         description="Where `zixly n8n install` keeps Node and n8n; default "
         "$XDG_CACHE_HOME/zixly/n8n or ~/.cache/zixly/n8n.",
     )
-    n8n_runtime: Literal["process", "docker"] = Field(
+    n8n_runtime: Literal["process", "docker", "kubernetes"] = Field(
         default="process",
-        description="Where tenant n8n instances run: local processes or containers.",
+        description="Where tenant n8n instances run: local processes, containers, or a "
+        "Kubernetes cluster.",
+    )
+    kube_config: Path | None = Field(
+        default=None,
+        description="Kubeconfig for the kubernetes runtime; unset: in-cluster configuration "
+        "(the pod's service account), else ~/.kube/config.",
+    )
+    kube_namespace_prefix: str = Field(
+        default="zixly-t-",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,20}$",
+        description="Tenant namespaces are <prefix><slug>.",
+    )
+    kube_deployment: str = Field(
+        default="default",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+        description="This Zixly installation's name in the zixly.deployment label; "
+        "list_managed (and so the reconciler) only touches namespaces with it.",
+    )
+    kube_zixly_namespace: str = Field(
+        default="zixly",
+        description="Namespace of Zixly's API and worker: the only one allowed into tenant "
+        "pods (NetworkPolicy).",
+    )
+    kube_image: str = Field(
+        default="localhost/zixly/n8n:{version}",
+        description="Tenant n8n image; {version} is replaced by the instance's n8n version.",
+    )
+    kube_storage: str = Field(default="1Gi", description="Size of each tenant's volume claim.")
+    kube_storage_class: str | None = Field(
+        default=None, description="Storage class of the tenant volume claims (unset: default)."
     )
     n8n_version: str = Field(
         default="1.123.81",
