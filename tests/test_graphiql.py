@@ -3,9 +3,13 @@ instruction when the files are not installed. The browser drives it in test_grap
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
+import json
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -15,7 +19,17 @@ from tests.conftest import other_app
 from zixly.core.settings import Settings
 from zixly.embedded.stack import Endpoints
 from zixly.graphql.ide import CONTENT_SECURITY_POLICY
-from zixly.graphql.ide_assets import NPM_FILES, OWN_FILES, bundle
+from zixly.graphql.ide_assets import (
+    LOCKFILE,
+    NPM_FILES,
+    OWN_FILES,
+    SOURCE,
+    GraphiQLInstallError,
+    _check_integrity,
+    bundle,
+    install,
+    pinned_version,
+)
 
 HTML = {"Accept": "text/html"}
 
@@ -127,3 +141,66 @@ async def test_graphiql_setting_off_serves_neither_page_nor_files(
     assert page.status_code == 404
     assert "<html" not in page.text
     assert asset.status_code == 404
+
+
+@dataclass
+class Phases:
+    """What an install reported (the InstallProgress protocol the CLI draws with rich)."""
+
+    seen: list[str] = field(default_factory=list)
+
+    def phase(self, text: str, *, watch: Path | None = None) -> None:
+        self.seen.append(text)
+
+    def output(self, line: str) -> None:
+        pass
+
+
+def test_the_lock_file_pins_every_package_by_hash_and_names_no_registry() -> None:
+    manifest = json.loads((SOURCE / "package.json").read_text())
+    lock = json.loads(LOCKFILE.read_text())
+    assert lock["packages"][""]["dependencies"] == manifest["dependencies"]
+    for name, version in manifest["dependencies"].items():
+        assert re.fullmatch(r"\d+\.\d+\.\d+", version), name  # exact versions only
+        assert pinned_version(name) == version
+    assert pinned_version("graphiql").startswith("3.")  # GraphiQL 3 runs on React 18's UMD
+    assert pinned_version("react").startswith("18.")
+    packages = {k: v for k, v in lock["packages"].items() if k}
+    assert packages
+    for path, entry in packages.items():
+        assert entry["integrity"].startswith("sha512-"), path
+        assert "resolved" not in entry, path  # npm ci asks the configured registry
+
+
+def test_install_keeps_only_the_served_files_and_runs_once(
+    settings: Settings, tmp_path: Path
+) -> None:
+    target = settings.model_copy(update={"graphiql_cache_dir": tmp_path / "cache"})
+    progress = Phases()
+    done = install(target, progress)  # real npm pack (npm's cache makes a repeat quick)
+    assert done.installed and done == bundle(target)
+    assert progress.seen == [f"downloading GraphiQL {done.graphiql_version} and React from npm"]
+    assert sorted(p.name for p in done.root.iterdir()) == sorted(
+        [*NPM_FILES, ".zixly-installed.json"]
+    )
+    marker = json.loads((done.root / ".zixly-installed.json").read_text())
+    assert marker["versions"]["graphiql"] == done.graphiql_version
+    for name in NPM_FILES:
+        digest = hashlib.sha256((done.root / name).read_bytes()).hexdigest()
+        assert marker["sha256"][name] == digest
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.endswith(".partial")] == []
+    again = Phases()
+    assert install(target, again) == done
+    assert again.seen == []  # already there: npm is not run again
+
+
+def test_a_tarball_that_is_not_the_pinned_one_is_refused(tmp_path: Path) -> None:
+    tarball = tmp_path / "react-18.3.1.tgz"
+    tarball.write_bytes(b"not the tarball the lock file pins")
+    pinned = json.loads(LOCKFILE.read_text())["packages"]["node_modules/react"]["integrity"]
+    with pytest.raises(GraphiQLInstallError, match="does not match the lock file's sha512"):
+        _check_integrity(tarball, pinned)
+    digest = base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
+    _check_integrity(tarball, f"sha512-{digest}")  # the same check passes the right bytes
+    with pytest.raises(GraphiQLInstallError, match="not sha512"):
+        _check_integrity(tarball, "sha1-" + digest)

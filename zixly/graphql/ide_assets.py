@@ -1,13 +1,16 @@
 """GraphiQL's browser files: which ones, where they are installed, and installing them.
 
-The npm packages (``graphiql`` 3, ``react`` and ``react-dom`` 18, whose UMD builds GraphiQL 3
-runs on) are pinned by ``zixly/graphql/graphiql/package-lock.json``: every tarball by its
-sha512, which ``npm ci`` checks. ``zixly graphiql install`` (run by the Makefile's install
-step, so by ``make dev`` and ``make test``) installs them from the npm registry and keeps only
-the files the page loads::
+The npm packages (``graphiql`` 3, and ``react`` and ``react-dom`` 18, whose UMD builds
+GraphiQL 3 runs on) are the dependencies of ``zixly/graphql/graphiql/package.json``, pinned
+with their sha512 by its ``package-lock.json`` (npm's own, written with
+``--omit-lockfile-registry-resolved``). ``zixly graphiql install`` (run by the Makefile's
+install step, so by ``make dev`` and ``make test``) fetches the three tarballs with
+``npm pack`` from the configured registry, refuses any whose sha512 is not the lock file's,
+and keeps only the files the page loads (GraphiQL's UMD bundle carries its own dependencies,
+so the rest of the lock file's tree is never needed in a browser)::
 
     <cache>/<graphiql version>-<lock digest>/   the served files and .zixly-installed.json
-    <cache>/<...>.partial/                       an install in progress (npm ci's node_modules)
+    <cache>/<...>.partial/                       an install in progress (the tarballs)
 
 ``<cache>`` is ``ZIXLY_GRAPHIQL_CACHE_DIR``, default ``$XDG_CACHE_HOME/zixly/graphiql`` or
 ``~/.cache/zixly/graphiql``. At run time nothing is fetched: the app serves these files itself
@@ -16,10 +19,12 @@ the files the page loads::
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
 import shutil
+import tarfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +37,7 @@ from zixly.provisioning.runtimes.locks import LockTimeout, file_lock
 SOURCE = Path(__file__).with_name("graphiql")
 LOCKFILE = SOURCE / "package-lock.json"
 MARKER = ".zixly-installed.json"
-# What the page loads, by the name it has in the URL: the path inside node_modules.
+# What the page loads, by the name it has in the URL: package name / path in its tarball.
 NPM_FILES: dict[str, str] = {
     "react.production.min.js": "react/umd/react.production.min.js",
     "react-dom.production.min.js": "react-dom/umd/react-dom.production.min.js",
@@ -41,7 +46,9 @@ NPM_FILES: dict[str, str] = {
 }
 # Zixly's own files, shipped in the Python package next to the lock file.
 OWN_FILES: dict[str, Path] = {"zixly-graphiql.js": SOURCE / "zixly-graphiql.js"}
-_NPM_FLAGS = ("--ignore-scripts", "--no-audit", "--no-fund", "--no-update-notifier")
+# --prefer-offline: a tarball already in npm's cache is not downloaded again (it is checked
+# against the lock file's sha512 all the same).
+_NPM_FLAGS = ("--prefer-offline", "--no-audit", "--no-fund", "--no-update-notifier")
 
 
 class GraphiQLInstallError(InstallError):
@@ -129,31 +136,62 @@ def _install(target: Bundle, progress: InstallProgress) -> None:
     partial = target.root.with_name(target.root.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    for name in ("package.json", "package-lock.json"):
-        shutil.copyfile(SOURCE / name, partial / name)
-    progress.phase(
-        f"installing GraphiQL {target.graphiql_version} from npm", watch=partial / "node_modules"
+    lock = json.loads(LOCKFILE.read_text())["packages"]
+    wanted = json.loads((SOURCE / "package.json").read_text())["dependencies"]
+    pinned = {name: lock[f"node_modules/{name}"] for name in wanted}
+    progress.phase(f"downloading GraphiQL {target.graphiql_version} and React from npm")
+    specs = [f"{name}@{entry['version']}" for name, entry in pinned.items()]
+    run_npm(
+        ["pack", *specs, "--pack-destination", str(partial), *_NPM_FLAGS],
+        cwd=partial,
+        env=dict(os.environ),
+        progress=progress,
     )
-    # npm ci installs exactly the lock file and checks each tarball's sha512 against it.
-    run_npm(["ci", *_NPM_FLAGS], cwd=partial, env=dict(os.environ), progress=progress)
-    staged = partial / "files"
-    staged.mkdir()
-    sha256: dict[str, str] = {}
-    for name, relative in NPM_FILES.items():
-        source = partial / "node_modules" / relative
-        if not source.is_file():
-            raise GraphiQLInstallError(f"npm ci did not produce {relative}")
-        shutil.copyfile(source, staged / name)
-        sha256[name] = hashlib.sha256(source.read_bytes()).hexdigest()
-    versions = {name: pinned_version(name) for name in ("graphiql", "react", "react-dom")}
-    for name, expected in versions.items():
-        found = json.loads((partial / "node_modules" / name / "package.json").read_text())
-        if found.get("version") != expected:
-            raise GraphiQLInstallError(
-                f"npm installed {name} {found.get('version')}, not {expected}"
-            )
+    tarballs: dict[str, tarfile.TarFile] = {}
+    try:
+        for name, entry in pinned.items():
+            tarball = partial / f"{name}-{entry['version']}.tgz"
+            if not tarball.is_file():
+                raise GraphiQLInstallError(f"npm pack did not produce {tarball.name}")
+            _check_integrity(tarball, entry["integrity"])
+            tarballs[name] = tarfile.open(tarball, "r:gz")
+        staged = partial / "files"
+        staged.mkdir()
+        sha256: dict[str, str] = {}
+        for served, inside in NPM_FILES.items():
+            package, _, member = inside.partition("/")
+            content = _read_member(tarballs[package], package, f"package/{member}")
+            (staged / served).write_bytes(content)
+            sha256[served] = hashlib.sha256(content).hexdigest()
+    finally:
+        for opened in tarballs.values():
+            opened.close()
+    versions = {name: entry["version"] for name, entry in pinned.items()}
     marker = {"versions": versions, "sha256": sha256, "installed_at": datetime.now(UTC).isoformat()}
     (staged / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     shutil.rmtree(target.root, ignore_errors=True)
     staged.rename(target.root)
     shutil.rmtree(partial, ignore_errors=True)
+
+
+def _check_integrity(tarball: Path, integrity: str) -> None:
+    """The tarball is the one the lock file pins (its Subresource Integrity sha512)."""
+    algorithm, _, expected = integrity.partition("-")
+    if algorithm != "sha512":
+        raise GraphiQLInstallError(f"the lock file pins {tarball.name} by {algorithm}, not sha512")
+    actual = base64.b64encode(hashlib.sha512(tarball.read_bytes()).digest()).decode()
+    if actual != expected:
+        raise GraphiQLInstallError(
+            f"{tarball.name} does not match the lock file's sha512 (got sha512-{actual})"
+        )
+
+
+def _read_member(tarball: tarfile.TarFile, package: str, member: str) -> bytes:
+    try:
+        extracted = tarball.extractfile(member)
+    except KeyError:
+        extracted = None
+    if extracted is None:
+        raise GraphiQLInstallError(f"{member} is not a file in the {package} tarball")
+    with extracted:
+        return extracted.read()
