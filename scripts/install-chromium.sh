@@ -7,20 +7,8 @@
 # missing. Needs root (CI and the dev machines run as root). Usage: scripts/install-chromium.sh
 set -euo pipefail
 
-if [ -x /usr/bin/chromium ]; then
-    echo "chromium set-up: already installed ($(/usr/bin/chromium --version 2>/dev/null))"
-    exit 0
+if [ ! -x /usr/bin/chromium ]; then
+    bash "$(dirname "$0")/apt-install.sh" chromium chromium fonts-liberation
 fi
-
-if [ "$(id -u)" -ne 0 ]; then
-    echo "chromium set-up: missing; run as root (apt-get install chromium)" >&2
-    exit 1
-fi
-
-started=$(date +%s)
-export DEBIAN_FRONTEND=noninteractive
-echo "chromium set-up: installing chromium fonts-liberation"
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=600 \
-    chromium fonts-liberation >/dev/null
-echo "chromium set-up: done in $(( $(date +%s) - started )) s ($(/usr/bin/chromium --version 2>/dev/null))"
+# (the Debian wrapper script prints a harmless warning on stderr here)
+echo "chromium set-up: $(/usr/bin/chromium --version 2>/dev/null)"

@@ -117,13 +117,21 @@ async def test_unknown_names_and_stale_keys_are_not_found(
         assert (await client.get(url)).status_code == 404, url
 
 
+async def _page_and_script(
+    endpoints: Endpoints, settings: Settings
+) -> tuple[httpx.Response, httpx.Response]:
+    """GET /graphql from a browser, and GraphiQL's bundle, from an app with ``settings``."""
+    async with other_app(endpoints, settings) as (_, c):
+        page = await c.get("/graphql", headers=HTML)
+        script = await c.get(f"/graphiql/{bundle(settings).key}/graphiql.min.js")
+    return page, script
+
+
 async def test_missing_files_say_how_to_install_them(
     settings: Settings, endpoints: Endpoints, tmp_path: Path
 ) -> None:
     empty = settings.model_copy(update={"graphiql_cache_dir": tmp_path})
-    async with other_app(endpoints, empty) as (_, c):
-        response = await c.get("/graphql", headers=HTML)
-        asset = await c.get(f"/graphiql/{bundle(empty).key}/graphiql.min.js")
+    response, asset = await _page_and_script(endpoints, empty)
     assert response.status_code == 503
     assert "zixly graphiql install" in response.text
     assert "Loading" not in response.text
@@ -134,10 +142,7 @@ async def test_missing_files_say_how_to_install_them(
 async def test_graphiql_setting_off_serves_neither_page_nor_files(
     settings: Settings, endpoints: Endpoints
 ) -> None:
-    off = settings.model_copy(update={"graphiql": False})
-    async with other_app(endpoints, off) as (_, c):
-        page = await c.get("/graphql", headers=HTML)
-        asset = await c.get(f"/graphiql/{bundle(off).key}/zixly-graphiql.js")
+    page, asset = await _page_and_script(endpoints, settings.model_copy(update={"graphiql": False}))
     assert page.status_code == 404
     assert "<html" not in page.text
     assert asset.status_code == 404
