@@ -25,7 +25,7 @@ from playwright.async_api import Browser, Page, Route, async_playwright
 
 from tests.conftest import World
 from tests.test_graphiql import require_graphiql_installed
-from tests.test_subscriptions import event, wait_for_subscribers
+from tests.test_subscriptions import event, subscribers
 from zixly.container import Services
 from zixly.core.events import SyncEventBus
 from zixly.core.settings import Settings
@@ -125,9 +125,20 @@ async def paste(page: Page, selector: str, text: str) -> None:
     await page.click(f"{selector} .CodeMirror")
     await page.keyboard.press("Control+A")
     await page.keyboard.insert_text(text)
-    # GraphiQL reads the document (operation name and type) 100 ms after an edit; a person
-    # takes longer than that to reach the run button.
-    await page.wait_for_timeout(400)
+
+
+async def analysed(page: Page) -> None:
+    """Wait until GraphiQL has read the query editor's new document (operation names and
+    types, which decide HTTP or WebSocket): it does so 100 ms after an edit, well before a
+    person reaches the run button, but a busy machine can take longer."""
+    await page.wait_for_function(
+        """() => {
+            const editor = document.querySelector(".graphiql-query-editor .CodeMirror").CodeMirror;
+            const document_ = editor.documentAST;
+            return Boolean(document_ && document_.loc.source.body === editor.getValue());
+        }""",
+        timeout=TIMEOUT_MS,
+    )
 
 
 async def result(page: Page, contains: str) -> dict[str, Any]:
@@ -181,6 +192,7 @@ async def test_graphiql_runs_a_query_and_a_subscription_with_a_pasted_token(
             page, headers_editor, json.dumps({"Authorization": f"Bearer {token}"}, indent=2)
         )
         await paste(page, ".graphiql-query-editor", QUERY)
+        await analysed(page)
         await page.click(".graphiql-execute-button")
         shown = await result(page, f"Tenant {tenant.slug}")
         assert shown == expected  # the real result, as the API gives it to any client
@@ -196,8 +208,11 @@ async def test_graphiql_runs_a_query_and_a_subscription_with_a_pasted_token(
 
         # A subscription over graphql-transport-ws, the headers going in connection_init.
         await paste(page, ".graphiql-query-editor", SUBSCRIPTION)
+        await analysed(page)
         await page.click(".graphiql-execute-button")
-        await wait_for_subscribers(services, tenant.id, 1)
+        async with asyncio.timeout(TIMEOUT_MS / 1000):
+            while await subscribers(services, tenant.id) != 1:
+                await asyncio.sleep(0.05)
         await SyncEventBus(services.redis).publish(tenant.id, event("xero", 7))
         streamed = await result(page, "xero synced")
         assert streamed == {
