@@ -5,10 +5,11 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: dev test lint bench
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml zixly/graphql/graphiql/package-lock.json
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	$(VENV)/bin/zixly graphiql install
 	@touch $(STAMP)
 
 dev: $(STAMP)
@@ -20,11 +21,12 @@ test: $(STAMP)
 	$(VENV)/bin/python tests/architecture.py
 	bash scripts/ci-setup-kube.sh --start
 	bash scripts/ci-setup-podman.sh
+	bash scripts/install-chromium.sh
 	$(VENV)/bin/zixly n8n install
 	$(VENV)/bin/zixly n8n image
 	$(VENV)/bin/zixly podman stop
 	bash scripts/ci-setup-kube.sh --wait
-	ZIXLY_REQUIRE_N8N=1 ZIXLY_REQUIRE_PODMAN=1 ZIXLY_REQUIRE_KUBE=1 $(VENV)/bin/python -m pytest
+	ZIXLY_REQUIRE_N8N=1 ZIXLY_REQUIRE_PODMAN=1 ZIXLY_REQUIRE_KUBE=1 ZIXLY_REQUIRE_BROWSER=1 $(VENV)/bin/python -m pytest
 
 bench: $(STAMP)
 	$(VENV)/bin/python -m bench.api --quick

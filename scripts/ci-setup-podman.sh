@@ -25,14 +25,5 @@ if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi
 
-if [ "$(id -u)" -ne 0 ]; then
-    echo "podman set-up: missing ${missing[*]}; run as root (apt-get install)" >&2
-    exit 1
-fi
-
-started=$(date +%s)
-export DEBIAN_FRONTEND=noninteractive
-echo "podman set-up: installing ${missing[*]}"
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-echo "podman set-up: done in $(( $(date +%s) - started )) s ($(podman --version))"
+bash "$(dirname "$0")/apt-install.sh" podman "${missing[@]}"
+echo "podman set-up: done ($(podman --version))"

@@ -88,6 +88,7 @@ def create_app(services: Services) -> Starlette:
         routes=[
             Route("/graphql", CompiledGraphQL(graphql), methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            *(graphql.ide.routes() if settings.graphiql else ()),
             Route("/export/financials.csv", export_financials_csv, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
+from zixly.cli.graphiql import add_graphiql_commands
 from zixly.cli.keys import add_key_commands
 from zixly.cli.n8n import add_n8n_commands
 from zixly.cli.tenants import add_tenant_commands
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=_cmd_schema)
 
     add_n8n_commands(sub, console)
+    add_graphiql_commands(sub, console)
     add_tenant_commands(sub, console)
     add_key_commands(sub, console)
 

@@ -138,6 +138,12 @@ class Settings(BaseSettings):
         description="Comma-separated origins allowed by CORS (empty: none).",
     )
     graphiql: bool = Field(default=True, description="Serve GraphiQL at GET /graphql.")
+    graphiql_cache_dir: Path | None = Field(
+        default=None,
+        description="Where `zixly graphiql install` keeps GraphiQL's browser files (served by "
+        "the app at /graphiql/...); default $XDG_CACHE_HOME/zixly/graphiql or "
+        "~/.cache/zixly/graphiql.",
+    )
 
     # --- auth ------------------------------------------------------------------
     jwt_secret: SecretStr | None = Field(

@@ -24,6 +24,7 @@ from zixly.container import Services
 from zixly.core.errors import AuthenticationError, BadRequestError, ZixlyError
 from zixly.graphql import http_requests
 from zixly.graphql.context import Context, build_context
+from zixly.graphql.ide import GraphiQLPage
 from zixly.graphql.ws import SESSION, SessionHandler, credentials
 from zixly.http.middleware import error_response
 from zixly.security.principal import Principal
@@ -65,6 +66,11 @@ class ZixlyGraphQL(GraphQL[Context, None]):
             allowed_origins=services.settings.cors_origins,
         )
         self.services = services
+        self.ide = GraphiQLPage(services.settings)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """GraphiQL from the files Zixly serves itself (zixly.graphql.ide), not a CDN."""
+        return self.ide.page()
 
     # --- HTTP: a typed JSON error for every request, statuses by media type -------------------
 
