@@ -19,6 +19,7 @@ test: $(STAMP)
 	$(VENV)/bin/mypy zixly
 	$(VENV)/bin/python tests/architecture.py
 	bash scripts/ci-setup-podman.sh
+	bash scripts/ci-setup-node-clients.sh
 	$(VENV)/bin/zixly n8n install
 	$(VENV)/bin/zixly n8n image
 	$(VENV)/bin/zixly podman stop
