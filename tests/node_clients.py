@@ -44,5 +44,7 @@ async def run_script(script: str, *args: str) -> list[dict[str, Any]]:
         await process.wait()
         raise
     text = stdout.decode()
-    assert process.returncode == 0, f"{script} exited {process.returncode}:\n{text}\n{stderr.decode()}"
+    assert process.returncode == 0, (
+        f"{script} exited {process.returncode}:\n{text}\n{stderr.decode()}"
+    )
     return [json.loads(line) for line in text.splitlines() if line.strip()]

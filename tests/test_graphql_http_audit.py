@@ -4,8 +4,6 @@ reason given (also in docs/graphql-over-http.md)."""
 
 from __future__ import annotations
 
-import sys
-
 from tests.conftest import World
 from tests.node_clients import run_script
 
@@ -19,12 +17,13 @@ async def test_the_graphql_http_audit_passes(live_server: str, world: World) -> 
         "audit-http.mjs", f"{live_server}/graphql", world.token(tenant.viewer)
     )
     for result in results:  # the run's report, in the test's output
-        print(result["status"], result["id"], result["name"], result.get("reason", ""), file=sys.stderr)
+        print(result["status"], result["id"], result["name"], result.get("reason", ""))
     assert len(results) > 50
     errors = [r for r in results if r["status"] == "error"]
-    assert not errors, errors
-    warnings = {r["id"]: r for r in results if r["status"] == "warn"}
-    unexpected = {k: v for k, v in warnings.items() if k not in ACCEPTED_WARNINGS}
-    assert not unexpected, unexpected
-    # An accepted warning that no longer happens is taken off the list.
-    assert set(ACCEPTED_WARNINGS) <= set(warnings), set(ACCEPTED_WARNINGS) - set(warnings)
+    assert not errors, errors  # every MUST
+    # Every SHOULD (warn) and MAY (notice) is met, or accepted above with its reason; an
+    # accepted one that no longer happens is taken off the list.
+    unmet = {r["id"]: r for r in results if r["status"] != "ok"}
+    assert set(unmet) == set(ACCEPTED_WARNINGS), {
+        k: v for k, v in unmet.items() if k not in ACCEPTED_WARNINGS
+    }

@@ -71,7 +71,8 @@ class CompiledGraphQL:
                 # The database could not serve it (timeout, no connection, over the caps):
                 # answered now, 503/429 with Retry-After; Strawberry would only run it again.
                 request_id = scope.get("state", {}).get("request_id", "")
-                await error_response(error, request_id)(scope, receive, send)
+                media_type = response_media_type(Headers(scope=scope))
+                await error_response(error, request_id, media_type=media_type)(scope, receive, send)
                 return
             except ZixlyError:
                 answer = None  # Strawberry raises it again, as a proper GraphQL error
