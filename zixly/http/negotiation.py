@@ -48,9 +48,8 @@ def response_media_type(headers: Headers) -> str:
     accept = headers.get("accept", "")
     if GRAPHQL_RESPONSE not in accept.lower():
         return JSON
-    return (
-        GRAPHQL_RESPONSE if _quality(accept, GRAPHQL_RESPONSE) >= _quality(accept, JSON) else JSON
-    )
+    preferred = _quality(accept, GRAPHQL_RESPONSE)
+    return GRAPHQL_RESPONSE if preferred > 0 and preferred >= _quality(accept, JSON) else JSON
 
 
 def acceptable(headers: Headers) -> bool:
