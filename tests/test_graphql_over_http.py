@@ -234,3 +234,17 @@ async def test_a_401_is_a_graphql_error_in_the_negotiated_media_type(
     assert media_type(response) == (JSON if accept == JSON else GQL)
     assert codes(response) == ["UNAUTHENTICATED"]
     assert "data" not in response.json()
+
+
+@pytest.mark.parametrize(
+    "query_string", ["%71uery=%7B%20me%20%7B%20email%20%7D%20%7D", "query=%7Bme%7Bemail%7D%7D"]
+)
+async def test_nothing_runs_unauthenticated_behind_the_graphiql_page(
+    client: httpx.AsyncClient, query_string: str
+) -> None:
+    """The page is public; a query sent as a browser would (Accept: text/html), however its
+    parameter is spelt, is authenticated like any other."""
+    headers = {"Accept": "text/html,*/*;q=0.8"}  # a browser's
+    response = await client.get(f"/graphql?{query_string}", headers=headers)
+    assert response.status_code == 401
+    assert codes(response) == ["UNAUTHENTICATED"]

@@ -35,6 +35,7 @@ from zixly.graphql import http_requests
 from zixly.graphql.context import Context, build_context
 from zixly.graphql.ws import SESSION, SessionHandler, credentials, rejection
 from zixly.http.middleware import error_response
+from zixly.security.authenticator import bearer_token
 from zixly.security.principal import Principal
 
 ANONYMOUS = Principal(
@@ -139,6 +140,9 @@ class ZixlyGraphQL(GraphQL[Context, None]):
         WebSocket). A mutation over GET is 405 (``Allow: POST``): GET must never change
         anything. An operation that cannot be determined or run here is a request error
         with a code."""
+        if "principal" not in request.scope.get("state", {}):
+            # Only the GraphiQL page is served unauthenticated; nothing runs without a token.
+            bearer_token(None)  # raises MissingCredentials (401)
         post = request_adapter.method == "POST"
         allowed = {OperationType.QUERY, OperationType.MUTATION} if post else {OperationType.QUERY}
         try:

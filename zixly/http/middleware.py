@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import structlog
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -178,10 +178,12 @@ class _TooLarge(Exception):
 
 
 def _is_graphiql_page(scope: Scope) -> bool:
+    """A browser's GET of the GraphiQL page: HTML asked for and no ``query`` parameter, read
+    as the view reads it (percent-encoded names included), since GET also runs queries."""
     if scope.get("method") != "GET" or scope.get("path") != "/graphql":
         return False
     accept = Headers(scope=scope).get("accept", "")
-    return "text/html" in accept and b"query=" not in scope.get("query_string", b"")
+    return "text/html" in accept and "query" not in QueryParams(scope.get("query_string", b""))
 
 
 class AuthRateLimitMiddleware:
