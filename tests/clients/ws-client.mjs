@@ -2,7 +2,8 @@
 // line per event: {event: "connected"|"next"|"error"|"complete"|"closed", ...}.
 // Usage: node ws-client.mjs <ws URL> <scenario> [JSON arguments]
 // Arguments: {params: connectionParams, operations: [{query, variables?}], take: n (nexts
-// to wait for before leaving), delayInit: seconds (connectionParams resolve that late)}.
+// to wait for before leaving), delayInit: seconds (connectionParams resolve that late),
+// sequential: run the operations one after another}.
 // Scenarios that break the protocol on purpose rewrite what the client sends through its
 // WebSocket (webSocketImpl); the client itself is unchanged. The pytest side
 // (tests/test_graphql_ws_client.py) decides what passes.
@@ -44,6 +45,7 @@ const options = {
   webSocketImpl: SOCKETS[scenario] ?? WebSocket,
   retryAttempts: 0,
   lazy: true,
+  lazyCloseTimeout: 2000, // one socket for operations run one after another
   connectionParams: async () => {
     if (args.delayInit) await sleep(args.delayInit);
     return args.params ?? {};
@@ -68,26 +70,29 @@ const operations = args.operations ?? [{ query: '{ __typename }' }];
 let nexts = 0;
 let leave;
 const enough = new Promise((resolve) => (leave = resolve));
-const done = operations.map(
-  (payload, index) =>
-    new Promise((resolve) => {
-      client.subscribe(payload, {
-        next: (value) => {
-          out({ event: 'next', operation: index, payload: value });
-          nexts += 1;
-          if (args.take && nexts >= args.take) leave();
-        },
-        error: (error) => {
-          out({ event: 'error', operation: index, ...describe(error) });
-          resolve();
-        },
-        complete: () => {
-          out({ event: 'complete', operation: index });
-          resolve();
-        },
-      });
-    }),
-);
+const run = (payload, index) =>
+  new Promise((resolve) => {
+    client.subscribe(payload, {
+      next: (value) => {
+        out({ event: 'next', operation: index, payload: value });
+        nexts += 1;
+        if (args.take && nexts >= args.take) leave();
+      },
+      error: (error) => {
+        out({ event: 'error', operation: index, ...describe(error) });
+        resolve();
+      },
+      complete: () => {
+        out({ event: 'complete', operation: index });
+        resolve();
+      },
+    });
+  });
+// All at once, or (sequential) each after the previous one ended: one user may have only
+// ZIXLY_DB_USER_MAX_CONCURRENCY operations at the database at once.
+const done = args.sequential
+  ? [operations.reduce((previous, payload, index) => previous.then(() => run(payload, index)), Promise.resolve())]
+  : operations.map(run);
 await Promise.race([Promise.all(done), enough]);
 await client.dispose();
 await sleep(0.05); // the closed event
