@@ -5,12 +5,14 @@ uvicorn in tests/test_graphql_http_audit.py)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import World
+from tests.conftest import World, make_settings, other_app
+from zixly.embedded.stack import Endpoints
 
 GQL = "application/graphql-response+json"
 JSON = "application/json"
@@ -248,3 +250,18 @@ async def test_nothing_runs_unauthenticated_behind_the_graphiql_page(
     response = await client.get(f"/graphql?{query_string}", headers=headers)
     assert response.status_code == 401
     assert codes(response) == ["UNAUTHENTICATED"]
+
+
+async def test_a_get_longer_than_the_body_limit_is_414(
+    endpoints: Endpoints, data_dir: Path, world: World
+) -> None:
+    tenant = await world.tenant("goh-long", clients=0)
+    settings = make_settings(data_dir, max_body_bytes=1024)
+    async with other_app(endpoints, settings) as (_, client):
+        for padding, status in ((900, 200), (1100, 414)):
+            query = "{ __typename" + " " * padding + "}"
+            response = await client.get(
+                "/graphql", params={"query": query}, headers=world.headers(tenant.viewer)
+            )
+            assert response.status_code == status
+    assert codes(response) == ["BAD_REQUEST"]
