@@ -15,10 +15,17 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from tests.conftest import World, make_settings, other_app, served
-from tests.test_subscriptions import connected, receive, subscribe, ws_url
+from tests.test_subscriptions import (
+    connected,
+    receive,
+    subscribe,
+    wait_for_subscribers,
+    ws_url,
+)
+from zixly.container import Services
 from zixly.core.errors import ForbiddenError, RateLimitedError, UnavailableError
 from zixly.embedded.stack import Endpoints
-from zixly.graphql.ws import rejection
+from zixly.graphql.ws import MAX_OPERATIONS, rejection
 from zixly.security.authenticator import MissingCredentials
 
 
@@ -132,3 +139,19 @@ def test_rejections_keep_4403_for_credentials() -> None:
     assert rejection(UnavailableError("db down")) == (1013, "UNAVAILABLE: retry after 5s")
     code, reason = rejection(ForbiddenError("x" * 500))
     assert code == 4403 and len(reason.encode()) <= 123
+
+
+async def test_the_operation_limit_per_socket_is_an_error_with_a_code(
+    live_server: str, world: World, services: Services
+) -> None:
+    tenant = await world.tenant("wsp-many", clients=0)
+    async with connected(live_server, world.headers(tenant.viewer)) as ws:
+        for n in range(MAX_OPERATIONS):  # one at a time: within the user's database cap
+            await subscribe(ws, f"s{n}")
+            await wait_for_subscribers(services, tenant.id, n + 1)
+        await subscribe(ws, "one-too-many")
+        message = await receive(ws)
+    assert message["type"] == "error" and message["id"] == "one-too-many", message
+    [error] = message["payload"]
+    assert error["message"] == "Subscription limit reached"
+    assert error["extensions"]["code"] == "BAD_REQUEST"

@@ -33,7 +33,7 @@ from zixly.core.errors import (
 )
 from zixly.graphql import http_requests
 from zixly.graphql.context import Context, build_context
-from zixly.graphql.ws import SESSION, SessionHandler, credentials, rejection
+from zixly.graphql.ws import MAX_OPERATIONS, SESSION, SessionHandler, credentials, rejection
 from zixly.http.middleware import error_response
 from zixly.security.authenticator import bearer_token
 from zixly.security.principal import Principal
@@ -71,7 +71,7 @@ class ZixlyGraphQL(GraphQL[Context, None]):
             graphql_ide="graphiql" if services.settings.graphiql else None,
             allow_queries_via_get=True,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
-            max_subscriptions_per_connection=20,
+            max_subscriptions_per_connection=MAX_OPERATIONS,
             allowed_origins=services.settings.cors_origins,
             connection_init_wait_timeout=timedelta(
                 seconds=services.settings.ws_init_timeout_seconds

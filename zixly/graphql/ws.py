@@ -52,6 +52,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
 
 from zixly.core.errors import ForbiddenError, RateLimitedError, ZixlyError
 from zixly.graphql.context import Context, build_context
@@ -63,6 +64,7 @@ FORBIDDEN = 4403
 INTERNAL_SERVER_ERROR = 4500
 TRY_AGAIN_LATER = 1013  # RFC 6455 close code registry: "Try Again Later"
 MAX_REASON_BYTES = 123  # RFC 6455: a close frame's reason
+MAX_OPERATIONS = 20  # operations in flight on one socket (more: an ``error`` message)
 # Where the connection's context holds its session, for ``on_ws_connect`` to follow.
 SESSION = "ws_session"
 # The operation being run by the current task (each operation runs in a task of its own).
@@ -167,6 +169,15 @@ class SessionHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await super().shutdown()
 
     # --- each operation as a request of its own ---------------------------------------------
+
+    async def send_message(self, message: Message) -> None:
+        """Every error sent has an ``extensions.code``: Strawberry's own (the per-socket
+        operation limit, incremental delivery) are BAD_REQUEST."""
+        if message["type"] == "error":
+            for error in message["payload"]:
+                extensions = error.setdefault("extensions", {})
+                extensions.setdefault("code", "BAD_REQUEST")
+        await super().send_message(message)
 
     @staticmethod
     def _get_pre_execution_close_reason(error: GraphQLError) -> str | None:
