@@ -35,7 +35,7 @@ from zixly.graphql import http_requests
 from zixly.graphql.context import Context, build_context
 from zixly.graphql.ws import MAX_OPERATIONS, SESSION, SessionHandler, credentials, rejection
 from zixly.http.middleware import error_response
-from zixly.security.authenticator import bearer_token
+from zixly.security.authenticator import MissingCredentials
 from zixly.security.principal import Principal
 
 ANONYMOUS = Principal(
@@ -142,7 +142,7 @@ class ZixlyGraphQL(GraphQL[Context, None]):
         with a code."""
         if "principal" not in request.scope.get("state", {}):
             # Only the GraphiQL page is served unauthenticated; nothing runs without a token.
-            bearer_token(None)  # raises MissingCredentials (401)
+            raise MissingCredentials("authentication required: send 'Authorization: Bearer <jwt>'")
         post = request_adapter.method == "POST"
         allowed = {OperationType.QUERY, OperationType.MUTATION} if post else {OperationType.QUERY}
         try:
