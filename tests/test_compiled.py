@@ -491,6 +491,9 @@ async def test_other_requests_are_served_by_strawberry(
     response = await client.get("/graphql", params=params, headers=arranged.headers)
     assert response.status_code == 200 and (_count("hit"), _count("fallback")) == counts
     assert len(response.json()["data"]["financials"]["nodes"]) == 1
+    # An Accept without JSON: Strawberry's 406, never a compiled 200.
+    response, outcome = await _post(client, body, {**arranged.headers, "Accept": "text/plain"})
+    assert (outcome, response.status_code) == ("fallback", 406)
     # The document's own operation name is compiled.
     response, outcome = await _post(client, {**body, "operationName": "Q"}, arranged.headers)
     assert outcome == "hit" and len(response.json()["data"]["financials"]["nodes"]) == 1
