@@ -22,6 +22,7 @@ test: $(STAMP)
 	bash scripts/ci-setup-kube.sh --start
 	bash scripts/ci-setup-podman.sh
 	bash scripts/install-chromium.sh
+	bash scripts/ci-setup-node-clients.sh
 	$(VENV)/bin/zixly n8n install
 	$(VENV)/bin/zixly n8n image
 	$(VENV)/bin/zixly podman stop

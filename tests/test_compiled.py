@@ -485,10 +485,15 @@ async def test_other_requests_are_served_by_strawberry(
         arranged.headers,
     )
     assert outcome == "fallback"
-    # GET goes straight to Strawberry (which refuses queries over GET), uncounted.
+    # GET goes straight to Strawberry (which answers queries over GET too), uncounted.
     counts = _count("hit"), _count("fallback")
-    response = await client.get("/graphql", params={"query": query}, headers=arranged.headers)
-    assert response.status_code == 400 and (_count("hit"), _count("fallback")) == counts
+    params = {"query": query, "variables": json.dumps({"r": RANGE})}
+    response = await client.get("/graphql", params=params, headers=arranged.headers)
+    assert response.status_code == 200 and (_count("hit"), _count("fallback")) == counts
+    assert len(response.json()["data"]["financials"]["nodes"]) == 1
+    # An Accept without JSON: Strawberry's 406, never a compiled 200.
+    response, outcome = await _post(client, body, {**arranged.headers, "Accept": "text/plain"})
+    assert (outcome, response.status_code) == ("fallback", 406)
     # The document's own operation name is compiled.
     response, outcome = await _post(client, {**body, "operationName": "Q"}, arranged.headers)
     assert outcome == "hit" and len(response.json()["data"]["financials"]["nodes"]) == 1

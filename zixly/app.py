@@ -86,7 +86,8 @@ def create_app(services: Services) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/graphql", CompiledGraphQL(graphql), methods=["GET", "POST"]),
+            # Every method reaches the view: anything but GET and POST is a GraphQL error (405).
+            Route("/graphql", CompiledGraphQL(graphql)),
             WebSocketRoute("/graphql", graphql),
             *(graphql.ide.routes() if settings.graphiql else ()),
             Route("/export/financials.csv", export_financials_csv, methods=["GET"]),

@@ -72,6 +72,27 @@ class TenantRequiredError(ForbiddenError):
     code = "TENANT_REQUIRED"
 
 
+class MethodNotAllowedError(ZixlyError):
+    """The endpoint does not take this operation with this HTTP method (a mutation over GET):
+    ``allow`` lists the methods that would do (the ``Allow`` header)."""
+
+    code = "METHOD_NOT_ALLOWED"
+    http_status = 405
+
+    def __init__(self, message: str, *, allow: str, **details: Any) -> None:
+        super().__init__(message, allow=allow, **details)
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "Allow": str(self.details["allow"])}
+
+
+class NotAcceptableError(ZixlyError):
+    """The client accepts none of the media types the endpoint answers with (406)."""
+
+    code = "NOT_ACCEPTABLE"
+    http_status = 406
+
+
 class ConflictError(ZixlyError):
     code = "CONFLICT"
     http_status = 409

@@ -208,6 +208,13 @@ class Settings(BaseSettings):
     max_range_days: int = Field(default=3 * 366 + 1, ge=1)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     parser_cache_size: int = Field(default=512, ge=0)
+    ws_init_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Seconds a graphql-transport-ws socket may wait before connection_init "
+        "(closed 4408 after).",
+    )
 
     # --- ingest ------------------------------------------------------------------
     ingest_url: str | None = Field(

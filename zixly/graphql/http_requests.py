@@ -5,7 +5,9 @@ A POST body must be UTF-8 JSON (at most ``MAX_JSON_DEPTH`` levels deep), an obje
 operation: batches are not supported), with ``query`` a string and ``variables`` and
 ``extensions`` objects when given; anything else is ``BAD_REQUEST`` with status 400,
 whatever the Accept header says (the GraphQL-over-HTTP specification: a request that is not
-well-formed SHOULD get a 4xx).
+well-formed SHOULD get a 4xx). A GET carries the same parameters in its query string, with
+``variables`` and ``extensions`` as JSON text (``decode_query_params``); GET runs queries
+only (a mutation over GET is 405 with ``Allow: POST``, see ``zixly.graphql.view``).
 
 For well-formed requests the status follows the response's media type, chosen from the
 Accept header. ``application/graphql-response+json`` (when the client accepts it at least
@@ -19,14 +21,15 @@ for that media type; the error's ``extensions.code`` tells what happened.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
-from starlette.datastructures import Headers
-
 from zixly.core.errors import BadRequestError
+from zixly.http.negotiation import GRAPHQL_RESPONSE as GRAPHQL_RESPONSE
+from zixly.http.negotiation import JSON as JSON
+from zixly.http.negotiation import acceptable as acceptable
+from zixly.http.negotiation import response_media_type as response_media_type
 
-GRAPHQL_RESPONSE = "application/graphql-response+json"
-JSON = "application/json"
 MAX_JSON_DEPTH = 64
 TOO_DEEP = f"the request body nests more than {MAX_JSON_DEPTH} levels deep"
 
@@ -68,6 +71,27 @@ def decode_body(body: bytes | str) -> dict[str, Any]:
         raise BadRequestError("batched requests are not supported: send one operation")
     if not isinstance(data, dict):
         raise BadRequestError("the request body must be a JSON object")
+    check_request(data)
+    return data
+
+
+def decode_query_params(params: Mapping[str, str | None]) -> dict[str, Any]:
+    """A GraphQL-over-HTTP GET's parameters, ``variables`` and ``extensions`` decoded from
+    their JSON text, or BadRequestError."""
+    data: dict[str, Any] = dict(params)
+    for name in ("variables", "extensions"):
+        text = data.get(name)
+        if text is None:
+            continue
+        if text == "":
+            data[name] = None
+            continue
+        try:
+            data[name] = load_json(text)
+        except MalformedJson as malformed:
+            raise BadRequestError(f"{name}: {malformed.reason}", field=name) from None
+        except ValueError:
+            raise BadRequestError(f"{name} is not valid JSON", field=name) from None
     check_request(data)
     return data
 
@@ -121,37 +145,6 @@ def _depth(value: Any) -> int:
             break
         pending.extend((child, depth + 1) for child in children)
     return deepest
-
-
-def _quality(accept: str, media: str) -> float:
-    best = 0.0
-    for part in accept.split(","):
-        kind, *params = (p.strip() for p in part.split(";"))
-        if kind.lower() not in (media, "*/*", media.split("/")[0] + "/*"):
-            continue
-        q = 1.0
-        for param in params:
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-                if not 0.0 <= q <= 1.0:  # also NaN
-                    q = 0.0
-        best = max(best, q if kind.lower() == media else q - 0.001)  # exact beats wildcard
-    return best
-
-
-def response_media_type(headers: Headers) -> str:
-    """``application/graphql-response+json`` when the client prefers it, else
-    ``application/json``."""
-    accept = headers.get("accept", "")
-    if GRAPHQL_RESPONSE not in accept.lower():
-        return JSON
-    return (
-        GRAPHQL_RESPONSE if _quality(accept, GRAPHQL_RESPONSE) >= _quality(accept, JSON) else JSON
-    )
 
 
 def request_error_status(media_type: str, errors: list[dict[str, Any]]) -> int:

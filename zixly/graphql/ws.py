@@ -19,7 +19,20 @@ after that, invariants:
   of that user in that tenant is announced by any replica (``zixly.security.principal_events``).
   Closing ends every operation of the socket, subscriptions included;
 * an operation refused for a rate limit (RATE_LIMITED) or an outage (UNAVAILABLE) gets an
-  ``error`` message of its own; the socket stays open.
+  ``error`` message of its own; the socket stays open;
+* a ``subscribe`` whose document does not parse, does not validate, or names no operation
+  it has gets an ``error`` message with the errors (``extensions.code``
+  GRAPHQL_PARSE_FAILED, GRAPHQL_VALIDATION_FAILED, BAD_REQUEST), as PROTOCOL.md has it; the
+  socket stays open (Strawberry would close it 4400 for the first and last).
+
+A refused ``connection_init`` closes the socket (``rejection``): **4403 Forbidden** only when
+the credentials are not accepted (no or a bad token, a tenant the user is not a member
+of), **1013 Try Again Later** (RFC 6455) when the same credentials may succeed later (a
+rate limit: reason ``RATE_LIMITED: retry after <n>s``; an outage: ``UNAVAILABLE: retry
+after <n>s``), **4500** for an unexpected error. The protocol's own codes are Strawberry's:
+4400 (a message that is not one), 4401 (subscribe before the acknowledgement), 4408 (no
+``connection_init`` within ``ws_init_timeout_seconds``), 4409 (an id already in use), 4429
+(a second ``connection_init``). docs/graphql-over-http.md has the table.
 
 Only graphql-transport-ws is served (the view enables no other protocol).
 """
@@ -39,6 +52,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message
 
 from zixly.core.errors import ForbiddenError, RateLimitedError, ZixlyError
 from zixly.graphql.context import Context, build_context
@@ -47,6 +61,10 @@ from zixly.security.principal_events import PrincipalChange
 
 UNAUTHORIZED = 4401
 FORBIDDEN = 4403
+INTERNAL_SERVER_ERROR = 4500
+TRY_AGAIN_LATER = 1013  # RFC 6455 close code registry: "Try Again Later"
+MAX_REASON_BYTES = 123  # RFC 6455: a close frame's reason
+MAX_OPERATIONS = 20  # operations in flight on one socket (more: an ``error`` message)
 # Where the connection's context holds its session, for ``on_ws_connect`` to follow.
 SESSION = "ws_session"
 # The operation being run by the current task (each operation runs in a task of its own).
@@ -72,6 +90,17 @@ def close_code(error: ZixlyError) -> int | None:
     if error.http_status == 403:
         return FORBIDDEN
     return None
+
+
+def rejection(error: ZixlyError) -> tuple[int, str]:
+    """The close code and reason of a ``connection_init`` refused for ``error`` (see the
+    module): the reason starts with the error's code."""
+    retry_after = error.headers().get("Retry-After")
+    if retry_after is not None:
+        return TRY_AGAIN_LATER, f"{error.code}: retry after {retry_after}s"
+    code = INTERNAL_SERVER_ERROR if error.http_status >= 500 else FORBIDDEN
+    reason = f"{error.code}: {error.message}".encode()[:MAX_REASON_BYTES]
+    return code, reason.decode("utf-8", errors="ignore")
 
 
 class SessionHandler(BaseGraphQLTransportWSHandler[Context, None]):
@@ -140,6 +169,20 @@ class SessionHandler(BaseGraphQLTransportWSHandler[Context, None]):
         await super().shutdown()
 
     # --- each operation as a request of its own ---------------------------------------------
+
+    async def send_message(self, message: Message) -> None:
+        """Every error sent has an ``extensions.code``: Strawberry's own (the per-socket
+        operation limit, incremental delivery) are BAD_REQUEST."""
+        if message["type"] == "error":
+            for error in message["payload"]:
+                extensions = error.setdefault("extensions", {})
+                extensions.setdefault("code", "BAD_REQUEST")
+        await super().send_message(message)
+
+    @staticmethod
+    def _get_pre_execution_close_reason(error: GraphQLError) -> str | None:
+        """None: every error before execution is the operation's ``error`` message."""
+        return None
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         context = await self._authorise(operation)

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import structlog
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, QueryParams
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,6 +18,7 @@ from zixly.core.logging import get_logger
 from zixly.core.metrics import HTTP_REQUESTS
 from zixly.db.session import Scope as DbScope
 from zixly.db.session import UnitOfWork
+from zixly.http.negotiation import JSON, error_media_type
 from zixly.security.ratelimit import Decision
 
 log = get_logger("zixly.http")
@@ -36,8 +37,13 @@ def _challenge(error: ZixlyError) -> str:
 
 
 def error_response(
-    error: ZixlyError, request_id: str, headers: dict[str, str] | None = None
+    error: ZixlyError,
+    request_id: str,
+    headers: dict[str, str] | None = None,
+    media_type: str = JSON,
 ) -> JSONResponse:
+    """The GraphQL error body (``errors`` with ``extensions.code``) every refusal gets;
+    ``media_type`` is the negotiated one on ``/graphql`` (``error_media_type``)."""
     body = {
         "errors": [
             {"message": error.message, "extensions": {**error.extensions, "requestId": request_id}}
@@ -47,7 +53,9 @@ def error_response(
     if error.http_status == 401:
         all_headers["WWW-Authenticate"] = _challenge(error)
     # X-Request-ID is added to every response by RequestContextMiddleware.
-    return JSONResponse(body, status_code=error.http_status, headers=all_headers)
+    return JSONResponse(
+        body, status_code=error.http_status, headers=all_headers, media_type=media_type
+    )
 
 
 class RequestContextMiddleware:
@@ -160,7 +168,9 @@ class BodyLimitMiddleware:
         error = ValidationError(f"request body is larger than {self.max_bytes} bytes")
         error.http_status = 413
         request_id = scope.get("state", {}).get("request_id", "")
-        await error_response(error, request_id)(scope, receive, send)
+        await error_response(error, request_id, media_type=error_media_type(scope))(
+            scope, receive, send
+        )
 
 
 class _TooLarge(Exception):
@@ -168,10 +178,12 @@ class _TooLarge(Exception):
 
 
 def _is_graphiql_page(scope: Scope) -> bool:
+    """A browser's GET of the GraphiQL page: HTML asked for and no ``query`` parameter, read
+    as the view reads it (percent-encoded names included), since GET also runs queries."""
     if scope.get("method") != "GET" or scope.get("path") != "/graphql":
         return False
     accept = Headers(scope=scope).get("accept", "")
-    return "text/html" in accept and b"query=" not in scope.get("query_string", b"")
+    return "text/html" in accept and "query" not in QueryParams(scope.get("query_string", b""))
 
 
 class AuthRateLimitMiddleware:
@@ -214,6 +226,7 @@ class AuthRateLimitMiddleware:
                 blocked,
                 f"too many failed authentications with these credentials; retry after "
                 f"{blocked.retry_after_seconds}s",
+                error_media_type(scope),
             )(scope, receive, send)
             return
         # The request's one transaction: opened by authentication, used by the route,
@@ -246,7 +259,9 @@ class AuthRateLimitMiddleware:
                 log.warning("auth.unavailable", reason=error.message, cause=repr(error.__cause__))
             else:
                 log.info("auth.rejected", reason=error.message, code=error.code)
-            await error_response(error, request_id)(scope, receive, send)
+            await error_response(error, request_id, media_type=error_media_type(scope))(
+                scope, receive, send
+            )
             return
         structlog.contextvars.bind_contextvars(
             tenant_id=str(principal.tenant_id) if principal.tenant_id else None,
@@ -262,6 +277,7 @@ class AuthRateLimitMiddleware:
                 decision,
                 f"rate limit of {decision.limit} requests per {window}s exceeded; "
                 f"retry after {decision.retry_after_seconds}s",
+                error_media_type(scope),
             )(scope, receive, send)
             return
         state["principal"] = principal
@@ -279,8 +295,14 @@ class AuthRateLimitMiddleware:
         await self.app(scope, receive, send_with_limits)
 
     def _reject(
-        self, request_id: str, limit: str, key: str, decision: Decision, message: str
+        self,
+        request_id: str,
+        limit: str,
+        key: str,
+        decision: Decision,
+        message: str,
+        media_type: str,
     ) -> JSONResponse:
         self.guard.rejected(limit, key)
         error = RateLimitedError(message, retry_after=decision.retry_after_seconds)
-        return error_response(error, request_id, decision.headers())
+        return error_response(error, request_id, decision.headers(), media_type)

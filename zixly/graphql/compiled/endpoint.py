@@ -28,7 +28,7 @@ from zixly.graphql.api.analytics import REPORT_FIELDS
 from zixly.graphql.compiled.planner import Plan, Planner
 from zixly.graphql.compiled.render import render
 from zixly.graphql.context import build_context
-from zixly.graphql.http_requests import decode_body, response_media_type
+from zixly.graphql.http_requests import acceptable, decode_body, response_media_type
 from zixly.graphql.input_checks import unstorable_in
 from zixly.graphql.view import ANONYMOUS, ZixlyGraphQL
 from zixly.http.middleware import error_response
@@ -71,7 +71,8 @@ class CompiledGraphQL:
                 # The database could not serve it (timeout, no connection, over the caps):
                 # answered now, 503/429 with Retry-After; Strawberry would only run it again.
                 request_id = scope.get("state", {}).get("request_id", "")
-                await error_response(error, request_id)(scope, receive, send)
+                media_type = response_media_type(Headers(scope=scope))
+                await error_response(error, request_id, media_type=media_type)(scope, receive, send)
                 return
             except ZixlyError:
                 answer = None  # Strawberry raises it again, as a proper GraphQL error
@@ -129,7 +130,11 @@ def _accepts_plain_json(scope: Scope) -> bool:
     headers = Headers(scope=scope)
     content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
     accept = headers.get("accept", "").lower()
-    return content_type == "application/json" and not any(s in accept for s in _STREAMING)
+    return (
+        content_type == "application/json"
+        and acceptable(headers)  # else Strawberry's 406
+        and not any(s in accept for s in _STREAMING)
+    )
 
 
 def _graphql_request(body: bytes) -> tuple[str, dict[str, Any] | None, str | None] | None:
