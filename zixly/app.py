@@ -1,4 +1,5 @@
-"""The Starlette application: /graphql, /export, /ingest/v1, /healthz, /readyz, /metrics."""
+"""The Starlette application: /graphql, /export, /ingest/v1, /healthz, /readyz, /metrics,
+/openapi.json."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from zixly.http.middleware import (
     error_response,
 )
 from zixly.http.oauth_callback import oauth_routes
+from zixly.http.openapi import openapi_json
 
 READY_TIMEOUT = 2.0
 
@@ -92,6 +94,7 @@ def create_app(services: Services) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
             *oauth_routes(),
             *invitation_routes(),
             editor_mount(services),

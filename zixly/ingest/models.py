@@ -121,7 +121,12 @@ SOURCE_SYSTEM: JsonSchema = {
 }
 ENVELOPE_LABEL: JsonSchema = {
     "anyOf": [
-        {"type": "string", "minLength": 1, "maxLength": v.MAX_LABEL_LENGTH},
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": v.MAX_LABEL_LENGTH,
+            "pattern": v.TEXT_PATTERN,
+        },
         {"type": "integer"},
     ],
     "description": "n8n's id (a number is taken as its text)",
