@@ -129,7 +129,7 @@ def _ingest_operation(kind: str, request: type[models.Envelope], record: type[Ba
             "tags": ["ingest"],
             "summary": f"Upsert a batch of {kind} records",
             "description": (
-                f"{(record.__doc__ or '').strip()}\n\nValidated all or nothing: a 422 lists every "
+                f"{inspect.cleandoc(record.__doc__ or '')}\n\nValidated all or nothing: a 422 lists every "
                 "bad record by index and field and nothing is written. Written idempotently in "
                 "one transaction (a replay changes nothing), with lineage (source_system, "
                 "workflow_id, execution_id). At most "
