@@ -192,3 +192,19 @@ async def test_schemathesis_finds_no_server_error_and_no_nonconformance(
     # Authenticated paths were reached: something was written, and not everything was refused.
     assert run.by_status.get(200, 0) > 0
     assert any(400 <= status < 500 for status in run.by_status)
+
+
+async def test_the_routers_refusals_are_json_errors(client: httpx.AsyncClient) -> None:
+    """Found by schemathesis: a path Starlette's router cannot match (a mount's pattern stops
+    at a newline) was a text/plain 404; every refusal now has the API's error body."""
+    for path in ("/editor/a%0Ab/login", "/no-such-route"):
+        response = await client.get(path)
+        assert response.status_code == 404
+        assert response.headers["content-type"] == "application/json"
+        [error] = response.json()["errors"]
+        assert error["extensions"]["code"] == "NOT_FOUND"
+        assert error["extensions"]["requestId"] == response.headers["x-request-id"]
+    response = await client.post("/healthz")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, HEAD"
+    assert response.json()["errors"][0]["extensions"]["code"] == "METHOD_NOT_ALLOWED"

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -32,6 +33,7 @@ from zixly.http.middleware import (
     BodyLimitMiddleware,
     RequestContextMiddleware,
     error_response,
+    routing_error_response,
 )
 from zixly.http.oauth_callback import oauth_routes
 from zixly.http.openapi import openapi_json
@@ -124,6 +126,7 @@ def create_app(services: Services) -> Starlette:
             Middleware(AuthRateLimitMiddleware, services=services),
         ],
         lifespan=lifespan,
+        exception_handlers={HTTPException: routing_error_response},
     )
     app.state.services = services
     return app

@@ -24,12 +24,14 @@ from starlette.responses import Response
 
 from zixly.core.settings import Settings
 from zixly.http import bodies
+from zixly.http.export import ExportQuery
 from zixly.ingest import models
 from zixly.providers.registry import PROVIDERS
 
 DOCUMENT_FILE = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 SDL_LINK = "schema.graphql"
 JSON = "application/json"
+NULL = {"type": "null"}
 Doc = dict[str, Any]
 
 
@@ -159,6 +161,23 @@ def _query(name: str, description: str, schema: Doc, *, required: bool = False) 
     }
 
 
+def _parameters(model: type[BaseModel]) -> list[Doc]:
+    """The query parameters of ``model`` (the one that validates them)."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, field in schema["properties"].items():
+        described = {k: v for k, v in field.items() if k not in ("title", "description", "default")}
+        # an optional parameter is left out, never null
+        options = [option for option in described.pop("anyOf", ()) if option != NULL]
+        if options:
+            described.update(options[0] if len(options) == 1 else {"anyOf": options})
+        parameters.append(
+            _query(name, field.get("description", ""), described, required=name in required)
+        )
+    return parameters
+
+
 HTML = {"text/html": {"schema": {"type": "string"}}}
 
 
@@ -202,19 +221,7 @@ def _paths() -> Doc:
                 ),
                 "security": [{"bearerJWT": []}],
                 "parameters": [
-                    _query(
-                        "start",
-                        "first day (YYYY-MM-DD)",
-                        {"type": "string", "format": "date"},
-                        required=True,
-                    ),
-                    _query(
-                        "end",
-                        "last day (YYYY-MM-DD)",
-                        {"type": "string", "format": "date"},
-                        required=True,
-                    ),
-                    _query("clientId", "only this client (its id)", {"type": "string"}),
+                    *_parameters(ExportQuery),
                     {"$ref": "#/components/parameters/tenant"},
                 ],
                 "responses": {
@@ -298,7 +305,7 @@ def _paths() -> Doc:
                         "description": "to the editor",
                         "headers": _headers("Location", "Set-Cookie"),
                     },
-                    **_errors(bodies.ErrorBody, 401, 403, 503),
+                    **_errors(bodies.ErrorBody, 401, 403, 404, 503),
                 },
             }
         },
