@@ -248,7 +248,7 @@ class HeartbeatRequest(BaseModel):
     """``POST /ingest/v1/heartbeat``: an empty body, or an object that may name the tenant."""
 
     model_config = ConfigDict(extra="allow")
-    tenant: str | None = Field(None, description="if given, must be the token's tenant id")
+    tenant: str | None = Field(None, description="if given, the token's tenant id")
 
 
 class HeartbeatResult(BaseModel):
