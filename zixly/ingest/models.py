@@ -1,8 +1,9 @@
 """The ingest request as pydantic models: what validates a body and what /openapi.json says.
 
-One type per kind of value (an id, a name, an amount, a date, an instant...), each a
-validator (``zixly.ingest.values``) and the JSON schema of what it takes, made from the
-same limits; the record models list which fields a record has and which are required, and
+One type per kind of value (an id, a name, an amount, a date, an instant...): text is
+checked by pydantic itself (``StringConstraints``), the others by a parser of
+``zixly.ingest.values`` carried with the JSON schema of what it takes, made from the same
+limits (``Checked``); the record models list which fields a record has and which are required, and
 forbid any other. ``zixly.ingest.records`` runs them (and the checks across records), and
 ``zixly.http.openapi`` publishes ``model_json_schema()`` of the same classes.
 
@@ -78,7 +79,7 @@ def _amount_schema(column: tuple[int, int]) -> JsonSchema:
                 "exclusiveMinimum": -(10 ** (precision - scale)),
                 "exclusiveMaximum": 10 ** (precision - scale),
             },
-            {"type": "string", "maxLength": 40},
+            {"type": "string", "maxLength": v.MAX_NUMERIC_TEXT},
         ],
         "description": what,
     }

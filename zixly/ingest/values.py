@@ -2,7 +2,8 @@
 raises ``Bad`` with the message the client sees (``zixly.ingest.models`` puts them on fields).
 
 Strings: of type string, at most their length, no control characters or lone surrogates,
-not empty or only spaces. Amounts: JSON numbers (parsed as ``Decimal``, never a binary
+not empty or only spaces (``text``; record fields get the same rules from pydantic through
+``TEXT_PATTERN``, and ``text_message`` words pydantic's errors as ``text`` does). Amounts: JSON numbers (parsed as ``Decimal``, never a binary
 float) or numeric strings, finite and fitting their ``NUMERIC`` column exactly. Dates:
 YYYY-MM-DD, real calendar dates within ``zixly.core.bounds``' range, kept as text. Instants:
 ISO 8601 with an offset, in range, as UTC datetimes.
@@ -161,10 +162,7 @@ def metric_name(value: Any) -> str:
 
 money = amount(MONEY_COLUMN)
 metric_value = amount(METRIC_COLUMN)
-id_ = text(MAX_ID_LENGTH)
-name = text(MAX_NAME_LENGTH)
-label = text(MAX_LABEL_LENGTH)
-unit = text(MAX_UNIT_LENGTH)
+label = text(MAX_LABEL_LENGTH)  # the envelope's ids (record text is checked by pydantic)
 
 
 def envelope_label(value: Any) -> str:
