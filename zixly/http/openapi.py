@@ -22,6 +22,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
+from zixly import __version__
 from zixly.core.settings import Settings
 from zixly.http import bodies
 from zixly.http.export import ExportQuery
@@ -314,8 +315,10 @@ def _paths() -> Doc:
                 "operationId": "graphql",
                 "tags": ["graphql"],
                 "summary": "The GraphQL API",
-                "description": f"Its contract is the SDL ({SDL_LINK} in the repository; `zixly schema`).",
-                "externalDocs": {"description": "the GraphQL schema", "url": SDL_LINK},
+                "description": (
+                    f"Its contract is the SDL: {SDL_LINK} in the repository (`zixly schema` "
+                    "prints it). It is not served: introspection is off in production."
+                ),
                 "security": [{"bearerJWT": []}],
                 "requestBody": {
                     "required": True,
@@ -399,8 +402,6 @@ def _paths() -> Doc:
 
 
 def build_document() -> Doc:
-    from zixly import __version__
-
     return {
         "openapi": "3.1.0",
         "info": {
