@@ -1,4 +1,5 @@
-"""The Starlette application: /graphql, /export, /ingest/v1, /healthz, /readyz, /metrics."""
+"""The Starlette application: /graphql, /export, /ingest/v1, /healthz, /readyz, /metrics,
+/openapi.json."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from contextlib import asynccontextmanager
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -31,8 +33,10 @@ from zixly.http.middleware import (
     BodyLimitMiddleware,
     RequestContextMiddleware,
     error_response,
+    routing_error_response,
 )
 from zixly.http.oauth_callback import oauth_routes
+from zixly.http.openapi import openapi_json
 
 READY_TIMEOUT = 2.0
 
@@ -94,6 +98,7 @@ def create_app(services: Services) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
             *oauth_routes(),
             *invitation_routes(),
             editor_mount(services),
@@ -123,6 +128,7 @@ def create_app(services: Services) -> Starlette:
             Middleware(AuthRateLimitMiddleware, services=services),
         ],
         lifespan=lifespan,
+        exception_handlers={HTTPException: routing_error_response},
     )
     app.state.services = services
     return app

@@ -13,10 +13,13 @@ import csv
 import datetime as dt
 import io
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Annotated, Any
 
+import pydantic
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -59,16 +62,45 @@ def safe_cell(value: Any) -> Any:
     return value
 
 
-def _date(params: Mapping[str, str], name: str) -> dt.date:
-    value = params.get(name)
-    if not value:
-        raise ValidationError(f"{name} is required (YYYY-MM-DD)", field=name)
-    try:
-        if not _ISO_DATE.match(value):
-            raise ValueError(value)
-        return dt.date.fromisoformat(value)
-    except ValueError as exc:
-        raise ValidationError(f"{name} is not a valid date (YYYY-MM-DD)", field=name) from exc
+def _date(name: str) -> Callable[[Any], dt.date]:
+    def parse(value: Any) -> dt.date:
+        if not value:
+            raise ValidationError(f"{name} is required (YYYY-MM-DD)", field=name)
+        try:
+            if not isinstance(value, str) or not _ISO_DATE.match(value):
+                raise ValueError(value)
+            return dt.date.fromisoformat(value)
+        except ValueError as exc:
+            raise ValidationError(f"{name} is not a valid date (YYYY-MM-DD)", field=name) from exc
+
+    return parse
+
+
+class ExportQuery(BaseModel):
+    """The query of ``GET /export/financials.csv`` (/openapi.json documents it from here).
+
+    Its validators raise Zixly's typed ``ValidationError`` (400, with the parameter as
+    ``field``), which pydantic passes through; other parameters are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    start: Annotated[dt.date, BeforeValidator(_date("start"))] = Field(
+        description="the first day, YYYY-MM-DD"
+    )
+    end: Annotated[dt.date, BeforeValidator(_date("end"))] = Field(
+        description="the last day, YYYY-MM-DD (the range includes it)"
+    )
+    clientId: Annotated[
+        uuid.UUID | None, BeforeValidator(lambda value: optional_id(value, "clientId"))
+    ] = Field(None, description="only this client (its id, as in GraphQL)")
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str]) -> ExportQuery:
+        try:
+            return cls.model_validate(dict(params))
+        except pydantic.ValidationError as error:
+            name = str(error.errors()[0]["loc"][0])  # the first missing date
+            raise ValidationError(f"{name} is required (YYYY-MM-DD)", field=name) from None
 
 
 def _csv_chunk(rows: Sequence[Sequence[Any]]) -> str:
@@ -87,13 +119,11 @@ async def export_financials_csv(request: Request) -> Response:
         if principal is None:  # the middleware authenticates every /export/ request
             raise AuthenticationError("missing bearer token")
         tenant_id = principal.require_role(Role.VIEWER)
-        params = request.query_params
+        query = ExportQuery.parse(request.query_params)
         date_range = DateRange.checked(
-            _date(params, "start"),
-            _date(params, "end"),
-            max_days=services.settings.max_range_days,
+            query.start, query.end, max_days=services.settings.max_range_days
         )
-        client_id = optional_id(params.get("clientId"), "clientId")
+        client_id = query.clientId
     except ZixlyError as error:
         return error_response(error, request_id)
 

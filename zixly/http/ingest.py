@@ -27,6 +27,7 @@ import json
 import time
 from typing import Any
 
+import pydantic
 import structlog
 from prometheus_client import Counter
 from sqlalchemy import text
@@ -48,6 +49,7 @@ from zixly.core.logging import get_logger
 from zixly.core.metrics import REGISTRY
 from zixly.core.outages import unavailable
 from zixly.db.session import Scope
+from zixly.ingest.models import HeartbeatRequest
 from zixly.ingest.records import IngestValidationError, Kind, parse_json, validate
 from zixly.ingest.tokens import IngestPrincipal, resolve, touch, well_formed
 from zixly.ingest.writer import BatchWriter, WriteResult
@@ -364,11 +366,17 @@ class IngestEndpoint:
                 parsed = parse_json(body)
             except (ValueError, RecursionError):
                 raise ValidationError("the body is not valid JSON", field="body") from None
-            claimed = parsed.get("tenant") if isinstance(parsed, dict) else None
-            if claimed is not None and str(claimed) != str(principal.tenant_id):
-                raise ValidationError(
-                    "tenant does not match the ingest token's tenant", field="tenant"
-                )
+            mismatch = ValidationError(
+                "tenant does not match the ingest token's tenant", field="tenant"
+            )
+            try:
+                claimed = HeartbeatRequest.model_validate(parsed).tenant
+            except pydantic.ValidationError:  # not an object is fine; a tenant not a string
+                if isinstance(parsed, dict):
+                    raise mismatch from None
+                claimed = None
+            if claimed is not None and claimed != str(principal.tenant_id):
+                raise mismatch
         try:
             async with self.services.db.transaction(Scope(tenant_id=principal.tenant_id)) as s:
                 await touch(s, principal.token_id)

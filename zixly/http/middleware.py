@@ -9,7 +9,9 @@ from typing import Any
 
 import structlog
 from starlette.datastructures import Headers, QueryParams
-from starlette.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from zixly.container import Services
@@ -56,6 +58,26 @@ def error_response(
     return JSONResponse(
         body, status_code=error.http_status, headers=all_headers, media_type=media_type
     )
+
+
+class _RoutingError(ZixlyError):
+    """The router's own refusal: no route for the path (404), or not for the method (405)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(status, "BAD_REQUEST")
+        self.extensions["code"] = self.code
+
+
+async def routing_error_response(request: Request, exc: Exception) -> Response:
+    """Starlette's HTTPException (an unmatched path or method) as Zixly's JSON error, not
+    the router's plain text: every error of the API has one body format."""
+    assert isinstance(exc, HTTPException)
+    error = _RoutingError(exc.status_code, str(exc.detail).lower())
+    allow = (exc.headers or {}).get("Allow")
+    request_id = str(request.scope.get("state", {}).get("request_id", ""))
+    return error_response(error, request_id, {"Allow": allow} if allow else None)
 
 
 class RequestContextMiddleware:

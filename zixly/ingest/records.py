@@ -1,5 +1,10 @@
 """Validating an ingest request: the envelope and every record, before anything is written.
 
+The fields and their checks are the pydantic models of ``zixly.ingest.models`` (the same
+ones /openapi.json publishes). A batch is validated by its request model in one call; only
+when that refuses it (or a record has an unknown field) are the envelope and each record
+validated again one by one, so that every bad record is named.
+
 Validation is all-or-nothing per request: every bad record is reported (index, field,
 message; the first ``MAX_REPORTED_ERRORS``) and nothing is written, so a workflow never
 leaves half a batch behind and can simply send the corrected batch again. What passes is
@@ -26,35 +31,23 @@ binary float.
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import json
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from operator import itemgetter
 from typing import Any
 
-from zixly.core.bounds import OutOfBounds, check_date, check_instant, fixed_point
+import pydantic
+from pydantic import StringConstraints
+from pydantic_core import ErrorDetails
+
 from zixly.core.errors import ValidationError
-from zixly.domain.metrics import METRIC_NAME
+from zixly.ingest.models import RECORD_MODELS, REQUEST_MODELS, Envelope, IngestModel
+from zixly.ingest.values import MAX_LABEL_LENGTH, Bad, text_message
 
 MAX_REPORTED_ERRORS = 1000
-MAX_ID_LENGTH = 200
-MAX_NAME_LENGTH = 200
-MAX_LABEL_LENGTH = 100
-MAX_UNIT_LENGTH = 40
-CURRENCY = "AUD"
-# The columns: NUMERIC(14,2) for amounts, NUMERIC(14,4) for metric values.
-MONEY_COLUMN = (14, 2)
-METRIC_COLUMN = (14, 4)
-SOURCE_SYSTEM = re.compile(r"^[a-z][a-z0-9_.-]{0,39}$")
-RESERVED_SOURCES = frozenset({"manual"})  # what people enter through GraphQL
-_ISO_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
-# C0 and C1 control characters (the writer's column separators among them) and lone
-# surrogates, which a JSON \u escape can carry but UTF-8 (and so PostgreSQL) cannot.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class Kind(enum.Enum):
@@ -96,153 +89,36 @@ class _Errors:
         else:
             self.truncated = True
 
+    def unknown(self, index: int | None, names: set[Any]) -> None:
+        for name in sorted(names, key=str):
+            self.add(index, str(name)[:MAX_LABEL_LENGTH], "unknown field")
+
+    def refused(self, index: int | None, error: pydantic.ValidationError) -> None:
+        """The model's errors, in field order, with the messages of ``zixly.ingest.values``."""
+        details: ErrorDetails
+        for details in error.errors(include_url=False):
+            loc = details["loc"]
+            context = details.get("ctx") or {}
+            name = str(context.get("field", loc[0] if loc else ""))
+            kind = details["type"]
+            value = details["input"]
+            if kind == "missing" or value is None:  # a null optional field passes as absent
+                message = _WHEN_ABSENT.get(name, "is required")
+            elif kind in ("model_type", "model_attributes_type", "dict_type"):
+                message = "must be an object"
+            elif isinstance(context.get("error"), Bad):
+                message = context["error"].message
+            elif kind == "string_unicode" and len(value) > _MAX_LENGTH.get(name, len(value)):
+                message = f"must be at most {_MAX_LENGTH[name]} characters"
+            else:
+                message = text_message(kind, context, value) or details["msg"]
+            self.add(index, name, message)
+
     def raise_if_any(self) -> None:
         if self.found:
             raise IngestValidationError(self.found, truncated=self.truncated)
 
 
-class _Bad(Exception):
-    def __init__(self, message: str) -> None:
-        self.message = message
-
-
-# --- value parsers (raise _Bad) -----------------------------------------------------------------
-
-
-def _text(max_length: int) -> Callable[[Any], str]:
-    def parse(value: Any) -> str:
-        if type(value) is not str:
-            raise _Bad("must be a string")
-        if len(value) > max_length:
-            raise _Bad(f"must be at most {max_length} characters")
-        if not (value.isascii() and value.isprintable()) and _CONTROL.search(value):
-            raise _Bad("must not contain control characters")
-        if not value or value.isspace():
-            raise _Bad("must not be empty")
-        return value
-
-    return parse
-
-
-def _amount(column: tuple[int, int]) -> Callable[[Any], Decimal]:
-    precision, scale = column
-
-    def parse(value: Any) -> Decimal:
-        number: Decimal
-        kind = type(value)
-        if kind is Decimal:  # a JSON number with a fraction (parse_float=Decimal)
-            number = value
-        elif kind is int:  # not bool: type() is exact
-            number = Decimal(value)
-        elif kind is str and len(value) <= 40 and "_" not in value:
-            try:
-                number = Decimal(value)
-            except InvalidOperation:
-                raise _Bad("must be a number") from None
-        else:
-            raise _Bad("must be a number")
-        # The canonical text PostgreSQL gets: 0E+5000 or 1.000...0 (any number of zeros) are
-        # valid amounts, but numeric input refuses exponents beyond 1000 and 16383 decimals.
-        try:
-            return fixed_point(number, precision=precision, scale=scale)
-        except OutOfBounds as bad:
-            raise _Bad(str(bad)) from None
-
-    return parse
-
-
-def _date(value: Any) -> str:
-    """A calendar date, kept as its text: YYYY-MM-DD is canonical (one text per date)."""
-    # fromisoformat alone would also take 20260301 and 2026-W09-7
-    if type(value) is not str or len(value) != 10 or value[4] != "-" or value[7] != "-":
-        raise _Bad("must be a date YYYY-MM-DD")
-    try:
-        parsed = dt.date.fromisoformat(value)
-    except ValueError:
-        raise _Bad(f"{value} is not a calendar date") from None
-    try:
-        check_date(parsed)
-    except OutOfBounds as bad:
-        raise _Bad(str(bad)) from None
-    return value
-
-
-def _instant(value: Any) -> dt.datetime:
-    if not isinstance(value, str) or len(value) > 40 or not _ISO_INSTANT.match(value):
-        raise _Bad("must be an ISO 8601 date-time with an offset, e.g. 2026-03-01T09:30:00+10:00")
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise _Bad(f"{value} is not a valid date-time") from None
-    if parsed.tzinfo is None:
-        raise _Bad("must include a UTC offset (e.g. +10:00 or Z)")
-    try:
-        return check_instant(parsed)
-    except OutOfBounds as bad:
-        raise _Bad(str(bad)) from None
-
-
-def _currency(value: Any) -> str:
-    if value != CURRENCY:
-        raise _Bad(f"only {CURRENCY} is accepted; convert amounts before sending")
-    return CURRENCY
-
-
-def _metric_name(value: Any) -> str:
-    if not isinstance(value, str) or not METRIC_NAME.fullmatch(value):
-        raise _Bad(
-            "must be lower-case letters, digits and underscores, starting with a letter, at "
-            "most 63 characters"
-        )
-    return value
-
-
-_money = _amount(MONEY_COLUMN)
-_metric_value = _amount(METRIC_COLUMN)
-_id = _text(MAX_ID_LENGTH)
-_name = _text(MAX_NAME_LENGTH)
-_label = _text(MAX_LABEL_LENGTH)
-_unit = _text(MAX_UNIT_LENGTH)
-
-
-# --- records ------------------------------------------------------------------------------------
-
-Fields = tuple[tuple[str, Callable[[Any], Any], bool], ...]  # (name, parser, required)
-
-FINANCIAL_FIELDS: Fields = (
-    ("client_id", _id, True),
-    ("client_name", _name, False),
-    ("record_date", _date, True),
-    ("revenue", _money, True),
-    ("expenses", _money, True),
-    ("net_profit", _money, False),
-    ("cash_flow", _money, False),
-    ("currency", _currency, False),
-    ("external_id", _id, False),
-)
-LEAD_EVENT_FIELDS: Fields = (
-    ("client_id", _id, True),
-    ("client_name", _name, False),
-    ("lead_id", _id, True),
-    ("stage", _label, True),
-    ("status", _label, True),
-    ("event_date", _instant, True),
-    ("value", _money, False),
-    ("external_id", _id, False),
-)
-CUSTOM_METRIC_FIELDS: Fields = (
-    ("client_id", _id, True),
-    ("client_name", _name, False),
-    ("metric_name", _metric_name, True),
-    ("metric_value", _metric_value, True),
-    ("unit", _unit, False),
-    ("record_date", _instant, True),
-)
-FIELDS: Mapping[Kind, Fields] = {
-    Kind.FINANCIALS: FINANCIAL_FIELDS,
-    Kind.LEAD_EVENTS: LEAD_EVENT_FIELDS,
-    Kind.CUSTOM_METRICS: CUSTOM_METRIC_FIELDS,
-}
 # The columns the writer receives (besides client_id), in order.
 COLUMNS: Mapping[Kind, tuple[str, ...]] = {
     Kind.FINANCIALS: (
@@ -262,6 +138,17 @@ NATURAL_KEY: Mapping[Kind, tuple[str, ...]] = {
     Kind.FINANCIALS: ("record_date",),
     Kind.LEAD_EVENTS: ("lead_id", "stage", "event_date"),
     Kind.CUSTOM_METRICS: ("metric_name", "record_date"),
+}
+ENVELOPE_FIELDS = frozenset(Envelope.model_fields)
+_WHEN_ABSENT = {"records": "must be an array of records"}
+# A text field's length, to word an error about a too long string that is no Unicode
+# either as ``values.text`` does (the length first).
+_MAX_LENGTH = {
+    name: constraint.max_length
+    for model in RECORD_MODELS.values()
+    for name, info in model.model_fields.items()
+    for constraint in info.metadata
+    if isinstance(constraint, StringConstraints) and constraint.max_length is not None
 }
 
 
@@ -284,69 +171,40 @@ class Batch:
         return len(self.client_ids)
 
 
-def _record(
-    index: int, record: Any, fields: Fields, allowed: frozenset[str], errors: _Errors
-) -> dict[str, Any] | None:
-    if type(record) is not dict:
-        errors.add(index, "", "must be an object")
-        return None
-    values: dict[str, Any] = {}
-    ok = True
-    for name, parse, required in fields:
-        raw = record.get(name)
-        if raw is None:
-            if required:
-                errors.add(index, name, "is required")
-                ok = False
-            values[name] = None
-            continue
-        try:
-            values[name] = parse(raw)
-        except _Bad as bad:
-            errors.add(index, name, bad.message)
-            ok = False
-    if not record.keys() <= allowed:
-        for name in sorted(set(record) - allowed):
-            errors.add(index, str(name)[:MAX_LABEL_LENGTH], "unknown field")
-        ok = False
-    return values if ok else None
+def _all_known(records: list[Any], allowed: frozenset[str]) -> bool:
+    return all(type(record) is dict and record.keys() <= allowed for record in records)
 
 
-def _financial(index: int, values: dict[str, Any], errors: _Errors) -> bool:
-    expected = values["revenue"] - values["expenses"]
-    if values["net_profit"] is None:
-        values["net_profit"] = expected
-    elif values["net_profit"] != expected:
-        errors.add(
-            index,
-            "net_profit",
-            f"must equal revenue - expenses ({expected}), not {values['net_profit']}",
-        )
-        return False
-    if values["cash_flow"] is None:
-        values["cash_flow"] = values["net_profit"]
-    values["currency"] = CURRENCY
-    return True
-
-
-def _envelope_text(
-    body: Mapping[str, Any], name: str, errors: _Errors, *, required: bool
-) -> str | None:
-    value = body.get(name)
-    if value is None:
-        if required:
-            errors.add(None, name, "is required")
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)  # n8n ids are numeric strings; accept them as numbers too
+def _one_by_one(
+    kind: Kind, body: dict[str, Any], errors: _Errors
+) -> tuple[Envelope | None, list[IngestModel | None]]:
+    """The slow path: the envelope and each record on their own, every problem recorded."""
+    errors.unknown(None, set(body) - ENVELOPE_FIELDS)
+    envelope: Envelope | None = None
     try:
-        return _label(value)
-    except _Bad as bad:
-        errors.add(None, name, bad.message)
-        return None
-
-
-ENVELOPE_FIELDS = frozenset({"workflow_id", "execution_id", "source_system", "records"})
+        envelope = Envelope.model_validate({k: body[k] for k in body if k in ENVELOPE_FIELDS})
+    except pydantic.ValidationError as error:
+        errors.refused(None, error)
+    records = body.get("records")
+    if not isinstance(records, list):
+        errors.raise_if_any()
+    assert isinstance(records, list)
+    model = RECORD_MODELS[kind.value]
+    allowed = frozenset(model.model_fields)
+    validated: list[IngestModel | None] = []
+    for index, record in enumerate(records):
+        unknown = set(record) - allowed if type(record) is dict else set()
+        if unknown:
+            record = {k: record[k] for k in record if k in allowed}
+        try:
+            validated.append(model.model_validate(record))
+        except pydantic.ValidationError as error:
+            errors.refused(index, error)
+            validated.append(None)
+        if unknown:
+            errors.unknown(index, unknown)
+            validated[-1] = None
+    return envelope, validated
 
 
 def validate(kind: Kind, body: Any, *, max_records: int) -> Batch:
@@ -357,35 +215,36 @@ def validate(kind: Kind, body: Any, *, max_records: int) -> Batch:
     if not isinstance(body, dict):
         errors.add(None, "body", "must be a JSON object")
         errors.raise_if_any()
-    for name in sorted(set(body) - ENVELOPE_FIELDS):
-        errors.add(None, str(name)[:MAX_LABEL_LENGTH], "unknown field")
-    source = _envelope_text(body, "source_system", errors, required=True)
-    if source is not None and not SOURCE_SYSTEM.match(source):
-        errors.add(
-            None,
-            "source_system",
-            "must be lower-case letters, digits, '_', '.' or '-', starting with a letter, at "
-            "most 40 characters",
-        )
-    elif source in RESERVED_SOURCES:
-        errors.add(None, "source_system", f"{source!r} is reserved for values entered in Zixly")
-    batch = Batch(
-        kind,
-        source or "",
-        _envelope_text(body, "workflow_id", errors, required=False),
-        _envelope_text(body, "execution_id", errors, required=False),
-    )
     records = body.get("records")
-    if not isinstance(records, list):
-        errors.add(None, "records", "must be an array of records")
-        errors.raise_if_any()
-    assert isinstance(records, list)
-    if len(records) > max_records:  # the endpoint answers 413 before; a safety net here
+    if isinstance(records, list) and len(records) > max_records:  # the endpoint answers 413
         errors.add(None, "records", f"at most {max_records} records per request")
         errors.raise_if_any()
+    model = RECORD_MODELS[kind.value]
+    envelope: Envelope | None = None
+    validated: Sequence[IngestModel | None] = ()
+    if body.keys() <= ENVELOPE_FIELDS and isinstance(records, list):
+        if _all_known(records, frozenset(model.model_fields)):
+            try:
+                envelope = REQUEST_MODELS[kind.value].model_validate(body)
+                validated = envelope.records
+            except pydantic.ValidationError:
+                envelope = None
+    if envelope is None:
+        envelope, validated = _one_by_one(kind, body, errors)
+    batch = Batch(
+        kind,
+        envelope.source_system if envelope else "",
+        envelope.workflow_id if envelope else None,
+        envelope.execution_id if envelope else None,
+    )
+    return _across_records(batch, validated, errors)
 
-    fields = FIELDS[kind]
-    allowed = frozenset(name for name, _, _ in fields)
+
+def _across_records(
+    batch: Batch, validated: Sequence[IngestModel | None], errors: _Errors
+) -> Batch:
+    """One record per natural key, one name per client; the columns for the writer."""
+    kind = batch.kind
     names = COLUMNS[kind]
     key_names = NATURAL_KEY[kind]
     key_of = itemgetter("client_id", *key_names)
@@ -394,13 +253,10 @@ def validate(kind: Kind, body: Any, *, max_records: int) -> Batch:
     seen: dict[tuple[Any, ...], int] = {}
     named: dict[str, tuple[str, int]] = {}
     clients = batch.clients
-    financials = kind is Kind.FINANCIALS
-    for index, record in enumerate(records):
-        values = _record(index, record, fields, allowed, errors)
-        if values is None:
+    for index, record in enumerate(validated):
+        if record is None:
             continue
-        if financials and not _financial(index, values, errors):
-            continue
+        values = record.__dict__
         key = key_of(values)
         first = seen.setdefault(key, index)
         if first != index:
