@@ -1,7 +1,8 @@
 """``zixly tenant ...`` against the test session's PostgreSQL and Redis, with a real n8n.
 
 The commands are parsed by the real ``zixly`` parser and run in-process (the lifecycle is
-called directly, no worker), except ``--enqueue``, which only queues the job.
+called directly, no worker), except ``--no-wait``, which only queues the job, and
+``--enqueue``, which a worker in this process runs.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ async def test_create_provision_status_export_stop_deprovision(
         assert isinstance(exported, list)  # `n8n import:workflow --input` takes the array
         assert [(w["name"], w["active"]) for w in exported] == [(SCHEDULE_NAME, True)]
 
-        code, out = await zixly(cli_settings, "stop", slug, "--enqueue")
+        code, out = await zixly(cli_settings, "stop", slug, "--no-wait")
         job_id = f"stop:{tenant_id}"
         assert code == 0 and out.splitlines()[0] == (
             f"stop requested; job {job_id} queued (run `zixly worker`)"
@@ -237,7 +238,7 @@ async def test_provision_no_templates_and_the_staff_mutation_defaults(
     """Requests only (the jobs are queued, then dropped): what each asks to deploy."""
     none, api = await world.tenant("cli-none", clients=0), await world.tenant("cli-api", clients=0)
     try:
-        code, out = await zixly(cli_settings, "provision", none.slug, "--no-templates", "--enqueue")
+        code, out = await zixly(cli_settings, "provision", none.slug, "--no-templates", "--no-wait")
         assert code == 0, out
         body = await gql(
             client,

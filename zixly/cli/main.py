@@ -13,6 +13,7 @@ from zixly.cli.keys import add_key_commands
 from zixly.cli.n8n import add_n8n_commands
 from zixly.cli.tenants import add_tenant_commands
 from zixly.core.errors import ZixlyError
+from zixly.core.logging import configure_logging
 from zixly.core.settings import Settings, get_settings
 
 console = Console(stderr=True)
@@ -180,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        settings = get_settings()
+        # One writer on standard error: log lines go through the console that prints the
+        # progress (zixly.core.logging); standard output stays for what a command returns.
+        configure_logging(settings.log_level, settings.log_json, console=console)
         code: int = args.func(args)
     except ZixlyError as error:
         console.print(f"[red]error:[/red] {error.message}")

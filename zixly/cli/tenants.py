@@ -24,6 +24,7 @@ from rich.table import Table
 from zixly.cli.tokens import CLI_ACTOR, add_ingest_token_commands
 from zixly.container import Services
 from zixly.core.errors import NotFoundError, ValidationError
+from zixly.core.queue import wait_for_job
 from zixly.core.settings import Settings, get_settings
 from zixly.domain.tenants import SLUG_PATTERN, create_tenant
 from zixly.provisioning.control import (
@@ -32,13 +33,14 @@ from zixly.provisioning.control import (
     request_and_enqueue,
     resolve_tenant,
 )
+from zixly.provisioning.enqueue import operation_job_id
 from zixly.provisioning.final_exports import final_export
 from zixly.provisioning.instances import InstanceRepository, InstanceRow
 from zixly.provisioning.lifecycle import InstanceLifecycle
 from zixly.provisioning.n8n.bundle_export import n8n_workflows
 from zixly.provisioning.operations import STAFF, Operation, Template
 from zixly.provisioning.runtimes.base import InstanceRuntime
-from zixly.provisioning.watch import follow
+from zixly.provisioning.watch import follow, settled
 
 OPERATIONS = {
     "provision": Operation.PROVISION,
@@ -93,7 +95,15 @@ def add_tenant_commands(sub: Any, console: Console) -> None:
         command = tsub.add_parser(name, help=f"{name} the tenant's n8n instance")
         command.add_argument("tenant", help="slug or id")
         command.add_argument(
-            "--enqueue", action="store_true", help="hand the job to the arq worker instead"
+            "--enqueue",
+            action="store_true",
+            help="hand the job to the arq worker (`zixly worker`) and follow its progress "
+            "until it ends (exit 1 if the instance did not get there)",
+        )
+        command.add_argument(
+            "--no-wait",
+            action="store_true",
+            help="like --enqueue, but return once the job is queued, printing its id",
         )
         if operation in (Operation.PROVISION, Operation.UPGRADE):
             command.add_argument("--version", required=operation is Operation.UPGRADE)
@@ -200,9 +210,32 @@ async def _operate(p: Services, args: argparse.Namespace, console: Console) -> i
     templates = getattr(args, "template", None) or None
     if getattr(args, "no_templates", False):
         templates = []
-    if args.enqueue:
+    if args.enqueue or args.no_wait:
+        return await _enqueue(p, args, console, tenant_id, version, templates)
+    if operation is Operation.PROVISION:
+        async with p.db.transaction(STAFF) as session:
+            templates = await provision_templates(session, tenant_id, templates)
+    call = _call(lifecycle, operation, tenant_id, args, templates)
+    row = await follow(p.redis, tenant_id, console, call)
+    _print_row(console, row)
+    return 0 if row.last_error is None else 1
+
+
+async def _enqueue(
+    p: Services,
+    args: argparse.Namespace,
+    console: Console,
+    tenant_id: uuid.UUID,
+    version: str | None,
+    templates: Sequence[Template] | None,
+) -> int:
+    """Hand the operation to the worker and, unless ``--no-wait``, follow its events until
+    the job ends: exit 0 when the instance settled where it was asked to, 1 otherwise."""
+    operation: Operation = args.operation
+
+    async def queued() -> InstanceRow:
         row, job = await request_and_enqueue(
-            lifecycle,
+            p.lifecycle,
             p.db.transaction(STAFF),
             p.queue,
             tenant_id,
@@ -211,17 +244,37 @@ async def _operate(p: Services, args: argparse.Namespace, console: Console) -> i
             templates=templates,
             plan_defaults=True,
         )
-        queued = f"job {job.job_id} queued" if job else "the same job is already queued"
-        console.print(f"{operation.value} requested; {queued} (run `zixly worker`)")
+        if job is not None:
+            console.print(
+                f"{operation.value} requested; job {job.job_id} queued (run `zixly worker`)",
+                highlight=False,
+            )
+            job_id = job.job_id
+        else:
+            job_id = operation_job_id(operation, tenant_id, version=version)
+            console.print(
+                f"{operation.value} requested; the same job ({job_id}) is already queued or "
+                "running",
+                highlight=False,
+            )
+        if args.no_wait:
+            console.print("not waiting (--no-wait): `zixly tenant status` shows how it goes")
+            return row
+        await wait_for_job(p.queue, job_id, no_worker=waiting_note(console, job_id))
+        async with p.db.transaction(STAFF) as session:
+            done = await InstanceRepository(session).get(tenant_id)
+        return done or row
+
+    if args.no_wait:
+        row = await queued()
         _print_row(console, row)
         return 0
-    if operation is Operation.PROVISION:
-        async with p.db.transaction(STAFF) as session:
-            templates = await provision_templates(session, tenant_id, templates)
-    call = _call(lifecycle, operation, tenant_id, args, templates)
-    row = await follow(p.redis, tenant_id, console, call)
+    row = await follow(p.redis, tenant_id, console, queued())
     _print_row(console, row)
-    return 0 if row.last_error is None else 1
+    if not settled(row):
+        console.print(f"[red]the job ended with the instance {row.actual_state.value}[/red]")
+        return 1
+    return 0
 
 
 def _call(
@@ -278,3 +331,12 @@ def _print_row(console: Console, row: InstanceRow) -> None:
     )
     if row.last_error:
         console.print(f"[red]last error:[/red] {row.last_error}")
+
+
+def waiting_note(console: Console, job_id: str) -> Callable[[], None]:
+    """What ``wait_for_job`` says when no worker takes the job."""
+    return lambda: console.print(
+        f"job {job_id} is still waiting for a worker (is `zixly worker` running?); Ctrl-C "
+        "stops waiting, the job stays queued",
+        highlight=False,
+    )

@@ -134,7 +134,7 @@ async def run_dev(
 ) -> int:
     """``zixly dev`` (``demo``: plus the provider sandbox, an in-process worker and the demo
     tenant's n8n pulling sandbox data, see ``zixly.dev.demo``)."""
-    configure_logging(settings.log_level, settings.log_json)
+    configure_logging(settings.log_level, settings.log_json, console=console)
     async with contextlib.AsyncExitStack() as stack:
         with console.status("starting PostgreSQL + pgvector and Redis"):
             endpoints = await stack.enter_async_context(running_stack(settings))
