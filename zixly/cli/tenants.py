@@ -40,6 +40,7 @@ from zixly.provisioning.lifecycle import InstanceLifecycle
 from zixly.provisioning.n8n.bundle_export import n8n_workflows
 from zixly.provisioning.operations import STAFF, Operation, Template
 from zixly.provisioning.runtimes.base import InstanceRuntime
+from zixly.provisioning.templates import REF_PREFIX, bundled_manifest, template_id
 from zixly.provisioning.watch import follow, settled
 
 OPERATIONS = {
@@ -78,9 +79,9 @@ def add_tenant_commands(sub: Any, console: Console) -> None:
     tsub = tenant.add_subparsers(dest="tenant_command", required=True)
 
     create = tsub.add_parser("create", help="create a tenant")
-    create.add_argument("slug")
-    create.add_argument("--name", required=True)
-    create.add_argument("--industry", default=None)
+    create.add_argument("slug", help="2 to 63 lowercase letters, digits or '-'")
+    create.add_argument("--name", required=True, help="the business's name")
+    create.add_argument("--industry", default=None, help="free text, optional")
     create.set_defaults(func=_sync(console, _create), command=_create)
 
     listing = tsub.add_parser("list", help="every tenant with its instance's state")
@@ -105,16 +106,29 @@ def add_tenant_commands(sub: Any, console: Console) -> None:
             action="store_true",
             help="like --enqueue, but return once the job is queued, printing its id",
         )
-        if operation in (Operation.PROVISION, Operation.UPGRADE):
-            command.add_argument("--version", required=operation is Operation.UPGRADE)
+        if operation is Operation.PROVISION:
+            command.add_argument(
+                "--version", help="n8n version of a new instance (default ZIXLY_N8N_VERSION)"
+            )
+        if operation is Operation.UPGRADE:
+            command.add_argument(
+                "--version",
+                required=True,
+                help="the n8n version to move to (installed: `zixly n8n install --version V`); "
+                "rolled back if it does not come up healthy",
+            )
         if operation is Operation.PROVISION:
             chosen = command.add_mutually_exclusive_group()
             chosen.add_argument(
                 "--template",
                 action="append",
                 default=[],
-                help="workflow JSON file or manifest:<id> (repeatable; default: the plan's "
-                "default templates)",
+                type=template_argument,
+                metavar="TEMPLATE",
+                help="a bundled template by id (`xero-profit-and-loss` or "
+                "`manifest:xero-profit-and-loss`; the ids are in n8n-workflows/manifest.json) "
+                "or a workflow JSON file (an n8n export of one workflow); repeatable; default: "
+                "the plan's default templates",
             )
             chosen.add_argument("--no-templates", action="store_true", help="deploy no templates")
         command.set_defaults(func=_sync(console, _operate), command=_operate, operation=operation)
@@ -124,7 +138,9 @@ def add_tenant_commands(sub: Any, console: Console) -> None:
     )
     export.add_argument("tenant", help="slug or id")
     export.add_argument("--output", "-o", required=True, help="a file, or - for stdout")
-    export.add_argument("--id", action="append", default=None, help="only this workflow id")
+    export.add_argument(
+        "--id", action="append", default=None, help="only this workflow id (repeatable)"
+    )
     export.add_argument(
         "--final",
         action="store_true",
@@ -135,6 +151,18 @@ def add_tenant_commands(sub: Any, console: Console) -> None:
 
 
 Command = Callable[[Services, argparse.Namespace, Console], Awaitable[int]]
+
+
+def template_argument(value: str) -> str:
+    """``--template``: ``manifest:<id>``, a bare manifest id, or a workflow JSON file."""
+    ids = [spec.id for spec in bundled_manifest().templates]
+    if template_id(value) is not None or Path(value).is_file():
+        return value
+    if value in ids:
+        return REF_PREFIX + value
+    raise argparse.ArgumentTypeError(
+        f"{value!r} is neither a workflow JSON file nor a bundled template id ({', '.join(ids)})"
+    )
 
 
 def _sync(console: Console, command: Command) -> Callable[[argparse.Namespace], int]:
