@@ -18,9 +18,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from arq.connections import RedisSettings
 from arq.constants import default_queue_name, job_key_prefix
-from arq.worker import create_worker
 from redis.asyncio import Redis
 from rich.console import Console
 
@@ -31,6 +29,7 @@ from zixly.cli.tenants import run_command
 from zixly.core.queue import NO_WORKER_AFTER_SECONDS
 from zixly.core.settings import Settings
 from zixly.db.session import Database, create_engine
+from zixly.dev.demo import in_process_worker
 from zixly.embedded.stack import Endpoints
 from zixly.keys.rotation import (
     COLUMNS,
@@ -453,23 +452,8 @@ async def test_rotate_enqueue_waits_for_the_worker_and_exits_with_its_outcome(
             await asyncio.sleep(0.05)
         await asyncio.sleep(NO_WORKER_AFTER_SECONDS + 1)
         assert not waiting.done()  # no worker yet: still waiting
-        worker = create_worker(
-            WorkerSettings,  # type: ignore[arg-type]
-            redis_settings=RedisSettings.from_dsn(endpoints.redis_url),
-            ctx={
-                "settings": settings,
-                "database_url": endpoints.database_url,
-                "redis_url": endpoints.redis_url,
-            },
-            handle_signals=False,
-            burst=True,
-            poll_delay=0.1,
-        )
-        try:
-            await worker.async_run()
-        finally:
-            await worker.close()
-        code, out = await asyncio.wait_for(waiting, timeout=30)
+        async with in_process_worker(settings, endpoints):
+            code, out = await asyncio.wait_for(waiting, timeout=30)
     finally:
         if not waiting.done():
             waiting.cancel()

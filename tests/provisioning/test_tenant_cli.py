@@ -8,7 +8,6 @@ called directly, no worker), except ``--no-wait``, which only queues the job, an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import io
 import json
@@ -23,8 +22,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from arq.connections import RedisSettings, default_queue_name
-from arq.worker import create_worker
+from arq.connections import default_queue_name
 from rich.console import Console
 
 from tests.conftest import World, gql, make_settings
@@ -35,6 +33,7 @@ from zixly.cli.tenants import run_command
 from zixly.container import Services
 from zixly.core.errors import ConflictError, NotFoundError
 from zixly.core.settings import Settings
+from zixly.dev.demo import in_process_worker
 from zixly.embedded.stack import Endpoints
 from zixly.ingest.instance_tokens import INSTANCE_TOKEN_NAME
 from zixly.ingest.tokens import well_formed
@@ -175,47 +174,32 @@ async def test_create_provision_status_export_stop_deprovision(
 
 
 async def test_enqueue_follows_the_job_a_worker_runs_until_it_ends(
-    cli_settings: Settings, cli_runtime: ProcessRuntime, owner: asyncpg.Connection
+    cli_settings: Settings,
+    cli_runtime: ProcessRuntime,
+    owner: asyncpg.Connection,
+    endpoints: Endpoints,
 ) -> None:
     """``--enqueue`` prints the job's progress as a real worker runs it and ends with the
     instance's state; ``--no-wait`` (above) returns at once."""
     slug = f"cli-q-{uuid.uuid4().hex[:8]}"
     code, out = await zixly(cli_settings, "create", slug, "--name", "Queue Pty Ltd")
     tenant_id = await owner.fetchval("SELECT id FROM tenants WHERE slug = $1", slug)
-    assert cli_settings.redis_url is not None
-    worker = create_worker(
-        WorkerSettings,  # type: ignore[arg-type]
-        redis_settings=RedisSettings.from_dsn(cli_settings.redis_url),
-        ctx={
-            "settings": cli_settings,
-            "database_url": cli_settings.database_url,
-            "redis_url": cli_settings.redis_url,
-            "runtime": cli_runtime,
-        },
-        cron_jobs=[],  # this test's jobs only
-        handle_signals=False,
-        poll_delay=0.1,
-    )
-    running = asyncio.create_task(worker.async_run())
     try:
-        code, out = await zixly(
-            cli_settings, "provision", slug, "--template", SCHEDULE, "--enqueue"
-        )
-        assert code == 0, out
-        queued = f"provision requested; job provision:{tenant_id} queued (run `zixly worker`)"
-        assert queued in out.splitlines()
-        assert progress(out) == PROVISION_LINES
-        assert out.splitlines()[-1].startswith("instance RUNNING (desired RUNNING, step DONE")
+        async with in_process_worker(cli_settings, endpoints, runtime=cli_runtime, crons=False):
+            code, out = await zixly(
+                cli_settings, "provision", slug, "--template", SCHEDULE, "--enqueue"
+            )
+            assert code == 0, out
+            queued = f"provision requested; job provision:{tenant_id} queued (run `zixly worker`)"
+            assert queued in out.splitlines()
+            assert progress(out) == PROVISION_LINES
+            assert out.splitlines()[-1].startswith("instance RUNNING (desired RUNNING, step DONE")
 
-        code, out = await zixly(cli_settings, "stop", slug, "--enqueue")
-        assert code == 0, out
-        assert progress(out)[0] == "• stop requested"
-        assert out.splitlines()[-1].startswith("instance STOPPED (desired STOPPED")
+            code, out = await zixly(cli_settings, "stop", slug, "--enqueue")
+            assert code == 0, out
+            assert progress(out)[0] == "• stop requested"
+            assert out.splitlines()[-1].startswith("instance STOPPED (desired STOPPED")
     finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-        await worker.close()
         await zixly(cli_settings, "deprovision", slug, runtime=cli_runtime)
         await owner.execute("DELETE FROM n8n_instances WHERE tenant_id = $1", tenant_id)
 
