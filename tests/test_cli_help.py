@@ -104,3 +104,10 @@ def test_every_enqueueing_command_waits_unless_told_not_to(path: tuple[str, ...]
     text = " ".join(help_of(path).split())
     assert "--no-wait" in text and "return once the job is queued" in text
     assert "until it ends" in text
+
+
+def test_a_batch_size_below_one_is_a_usage_error() -> None:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["keys", "rotate", "--batch-size", "0"])
+    assert exited.value.code == 2 and "must be at least 1" in err.getvalue()

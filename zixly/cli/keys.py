@@ -56,7 +56,11 @@ def add_key_commands(sub: Any, console: Console) -> None:
 
     rotate = ksub.add_parser("rotate", help="re-encrypt every stored value with the active key")
     rotate.add_argument(
-        "--batch-size", type=int, default=200, help="values re-encrypted per transaction"
+        "--batch-size",
+        type=_positive,
+        default=200,
+        help="values re-encrypted per transaction (in this process; the worker's job uses "
+        "its default)",
     )
     rotate.add_argument(
         "--enqueue",
@@ -70,6 +74,13 @@ def add_key_commands(sub: Any, console: Console) -> None:
         help="like --enqueue, but return once the job is queued",
     )
     rotate.set_defaults(func=_sync(console), command=rotate_command)
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
 
 
 def _sync(console: Console) -> Any:
