@@ -178,12 +178,16 @@ async def test_enqueue_follows_the_job_a_worker_runs_until_it_ends(
     cli_runtime: ProcessRuntime,
     owner: asyncpg.Connection,
     endpoints: Endpoints,
+    tmp_path: Path,
 ) -> None:
     """``--enqueue`` prints the job's progress as a real worker runs it and ends with the
-    instance's state; ``--no-wait`` (above) returns at once."""
-    slug = f"cli-q-{uuid.uuid4().hex[:8]}"
-    code, out = await zixly(cli_settings, "create", slug, "--name", "Queue Pty Ltd")
+    instance's state, exit 1 when the job failed; ``--no-wait`` (above) returns at once."""
+    slug, bad = f"cli-q-{uuid.uuid4().hex[:8]}", f"cli-qbad-{uuid.uuid4().hex[:8]}"
+    for name in (slug, bad):
+        code, out = await zixly(cli_settings, "create", name, "--name", "Queue Pty Ltd")
+        assert code == 0, out
     tenant_id = await owner.fetchval("SELECT id FROM tenants WHERE slug = $1", slug)
+    bad_id = await owner.fetchval("SELECT id FROM tenants WHERE slug = $1", bad)
     try:
         async with in_process_worker(cli_settings, endpoints, runtime=cli_runtime, crons=False):
             code, out = await zixly(
@@ -199,9 +203,20 @@ async def test_enqueue_follows_the_job_a_worker_runs_until_it_ends(
             assert code == 0, out
             assert progress(out)[0] == "• stop requested"
             assert out.splitlines()[-1].startswith("instance STOPPED (desired STOPPED")
+
+            # A job that fails: n8n refuses the workflow, so the instance is FAILED: exit 1.
+            broken = tmp_path / "broken.json"
+            broken.write_text(json.dumps({"name": "Broken", "nodes": "none", "connections": 7}))
+            code, out = await zixly(
+                cli_settings, "provision", bad, "--template", str(broken), "--enqueue"
+            )
+            assert code == 1, out
+            assert any(line.startswith("✗") for line in out.splitlines()), out
+            assert "the job ended with the instance FAILED" in out
     finally:
-        await zixly(cli_settings, "deprovision", slug, runtime=cli_runtime)
-        await owner.execute("DELETE FROM n8n_instances WHERE tenant_id = $1", tenant_id)
+        for name, tenant in ((slug, tenant_id), (bad, bad_id)):
+            await zixly(cli_settings, "deprovision", name, runtime=cli_runtime)
+            await owner.execute("DELETE FROM n8n_instances WHERE tenant_id = $1", tenant)
 
 
 async def test_unknown_tenant_is_an_error(cli_settings: Settings) -> None:
