@@ -67,10 +67,11 @@ def _start(
     return process, output
 
 
-def _stop(process: subprocess.Popen[str]) -> None:
+def _stop(process: subprocess.Popen[str]) -> str:
     process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=60)
     assert process.returncode == 0, rest
+    return rest
 
 
 def _postgres_running(data_dir: Path) -> bool:
@@ -242,21 +243,28 @@ def _n8n_pids(data_dir: Path) -> list[int]:
     return [int(state["pid"]) for state in states if not state.get("stopped")]
 
 
+def _cli(data_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """A `zixly` command from another terminal, against the same data directory."""
+    return subprocess.run(
+        [sys.executable, "-m", "zixly.cli.main", *argv],
+        env={**os.environ, "ZIXLY_DATA_DIR": str(data_dir), "ZIXLY_LOG_LEVEL": "WARNING"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_sigterm_stops_the_n8n_a_cli_started_meanwhile_and_says_so(tmp_path: Path) -> None:
     """An n8n instance provisioned from another terminal while `zixly dev` runs is stopped
     with it (its record says STOPPED), and the last lines say what stopped and that nothing
-    is left running."""
+    is left running; one that was running before `zixly dev` started is left running, named
+    with the command that stops it, and that command does."""
     _n8n_installed()
     data_dir = tmp_path / "data"
-    process, _ = _start(data_dir, free_port())
+    port = free_port()
+    process, _ = _start(data_dir, port)
     try:
-        cli = subprocess.run(
-            [sys.executable, "-m", "zixly.cli.main", *PROVISION_DEMO],
-            env={**os.environ, "ZIXLY_DATA_DIR": str(data_dir), "ZIXLY_LOG_LEVEL": "WARNING"},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        cli = _cli(data_dir, *PROVISION_DEMO)
         assert cli.returncode == 0, cli.stderr
         [pid] = _n8n_pids(data_dir)
         assert psutil.Process(pid).is_running()  # the CLI exited; its n8n did not
@@ -270,15 +278,21 @@ def test_sigterm_stops_the_n8n_a_cli_started_meanwhile_and_says_so(tmp_path: Pat
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert _n8n_pids(data_dir) == []
     assert not _postgres_running(data_dir)
-    status = subprocess.run(
-        [sys.executable, "-m", "zixly.cli.main", "tenant", "status", "demo", "--events", "0"],
-        env={**os.environ, "ZIXLY_DATA_DIR": str(data_dir), "ZIXLY_LOG_LEVEL": "WARNING"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    status = _cli(data_dir, "tenant", "status", "demo", "--events", "0")
     lines = status.stderr.splitlines()
     assert any(line.startswith("instance STOPPED (desired STOPPED") for line in lines), lines
+
+    # Started while no `zixly dev` ran: the next one leaves it running and says how to stop it.
+    assert _cli(data_dir, "tenant", "start", "demo").returncode == 0
+    [pid] = _n8n_pids(data_dir)
+    process, _ = _start(data_dir, port)
+    rest = _stop(process)
+    assert "left running:\n  n8n of tenant demo (running since before zixly dev started): " in rest
+    assert rest.rstrip().endswith("`zixly tenant stop demo`"), rest
+    assert psutil.Process(pid).is_running()
+    stop = _cli(data_dir, "tenant", "stop", "demo")
+    assert stop.returncode == 0, stop.stderr
+    assert _n8n_pids(data_dir) == []
 
 
 def test_ctrl_c_while_starting_stops_what_already_started(tmp_path: Path) -> None:
