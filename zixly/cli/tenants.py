@@ -3,7 +3,9 @@
 Platform work from a staff terminal, against the configured database and Redis (the
 embedded ones when none is configured). Operations run in this process by default, calling
 the lifecycle directly (no worker needed) and printing each step as the lifecycle publishes
-it; ``--enqueue`` records the request and hands the job to the arq worker instead.
+it; ``--enqueue`` records the request and hands the job to the arq worker instead, then
+follows the same events until the job ends (exit 1 unless the instance settled where it was
+asked to), and ``--no-wait`` returns as soon as the job is queued.
 """
 
 from __future__ import annotations

@@ -26,7 +26,12 @@ from rich.console import Console
 
 from zixly.core.errors import ZixlyError
 from zixly.core.logging import get_logger
-from zixly.provisioning.runtimes.base import SLUG_LABEL, InstanceRuntime, RuntimeState
+from zixly.provisioning.runtimes.base import (
+    SLUG_LABEL,
+    InstanceHandle,
+    InstanceRuntime,
+    RuntimeState,
+)
 
 if TYPE_CHECKING:
     from zixly.container import Services
@@ -114,8 +119,24 @@ async def stop_instances_started_since(services: Services, since: datetime, repo
             )
             continue
         try:
-            await services.lifecycle.stop(uuid.UUID(handle.tenant_id))
-        except (ZixlyError, ValueError) as exc:  # no record of it: stop the process itself
+            await _stop(services, runtime, handle, slug)
+        except Exception as exc:  # the way out goes on: the others and the stores still stop
             log.warning("dev.instance_stop_failed", tenant=slug, error=type(exc).__name__)
-            await runtime.stop(handle)
-        report.stopped.append(f"n8n of tenant {slug}")
+            report.left_running.append(
+                f"n8n of tenant {slug} (could not be stopped: {type(exc).__name__}): "
+                f"`zixly tenant stop {slug}`"
+            )
+        else:
+            report.stopped.append(f"n8n of tenant {slug}")
+
+
+async def _stop(
+    services: Services, runtime: InstanceRuntime, handle: InstanceHandle, slug: str
+) -> None:
+    """Through the lifecycle, so the record says STOPPED; without a record (or with the
+    record refusing), the process or container itself."""
+    try:
+        await services.lifecycle.stop(uuid.UUID(handle.tenant_id))
+    except (ZixlyError, ValueError) as exc:
+        log.warning("dev.instance_stop_unrecorded", tenant=slug, error=type(exc).__name__)
+        await runtime.stop(handle)
