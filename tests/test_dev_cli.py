@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -13,9 +14,15 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 
 from tests.conftest import free_port
 from zixly.embedded.stack import Endpoints
+from zixly.provisioning.runtimes.distributions import (
+    DEFAULT_N8N_VERSION,
+    NotInstalledError,
+    ensure_n8n,
+)
 
 TOKEN_LINE = re.compile(
     r"^(STAFF|ADMIN|EDITOR|VIEWER)\s+(\S+@\S+)\n(eyJ[\w-]+\.[\w-]+\.[\w-]+)$", re.M
@@ -60,10 +67,11 @@ def _start(
     return process, output
 
 
-def _stop(process: subprocess.Popen[str]) -> None:
+def _stop(process: subprocess.Popen[str]) -> str:
     process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=60)
     assert process.returncode == 0, rest
+    return rest
 
 
 def _postgres_running(data_dir: Path) -> bool:
@@ -214,4 +222,99 @@ def test_a_killed_dev_leaves_a_stack_the_next_start_adopts_and_stops(tmp_path: P
         assert body == {"data": {"me": {"role": "VIEWER"}}}
     finally:
         _stop(process)
+    assert not _postgres_running(data_dir)
+
+
+PROVISION_DEMO = ("tenant", "provision", "demo", "--no-templates")
+
+
+def _n8n_installed() -> None:
+    try:
+        ensure_n8n(DEFAULT_N8N_VERSION, install=False)
+    except NotInstalledError:
+        reason = f"n8n {DEFAULT_N8N_VERSION} is not installed: run `zixly n8n install` first"
+        if os.environ.get("ZIXLY_REQUIRE_N8N"):  # CI: a missing install is a failure
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def _n8n_pids(data_dir: Path) -> list[int]:
+    states = [json.loads(p.read_text()) for p in (data_dir / "n8n").glob("*/state.json")]
+    return [int(state["pid"]) for state in states if not state.get("stopped")]
+
+
+def _cli(data_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """A `zixly` command from another terminal, against the same data directory."""
+    return subprocess.run(
+        [sys.executable, "-m", "zixly.cli.main", *argv],
+        env={**os.environ, "ZIXLY_DATA_DIR": str(data_dir), "ZIXLY_LOG_LEVEL": "WARNING"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_sigterm_stops_the_n8n_a_cli_started_meanwhile_and_says_so(tmp_path: Path) -> None:
+    """An n8n instance provisioned from another terminal while `zixly dev` runs is stopped
+    with it (its record says STOPPED), and the last lines say what stopped and that nothing
+    is left running; one that was running before `zixly dev` started is left running, named
+    with the command that stops it, and that command does."""
+    _n8n_installed()
+    data_dir = tmp_path / "data"
+    port = free_port()
+    process, _ = _start(data_dir, port)
+    try:
+        cli = _cli(data_dir, *PROVISION_DEMO)
+        assert cli.returncode == 0, cli.stderr
+        [pid] = _n8n_pids(data_dir)
+        assert psutil.Process(pid).is_running()  # the CLI exited; its n8n did not
+    finally:
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=120)
+    assert process.returncode == 0, rest
+    assert "SIGTERM: stopping everything zixly dev started" in rest
+    assert "stopped: n8n of tenant demo" in rest
+    assert rest.rstrip().endswith("nothing that zixly dev started is left running"), rest
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert _n8n_pids(data_dir) == []
+    assert not _postgres_running(data_dir)
+    status = _cli(data_dir, "tenant", "status", "demo", "--events", "0")
+    lines = status.stderr.splitlines()
+    assert any(line.startswith("instance STOPPED (desired STOPPED") for line in lines), lines
+
+    # Started while no `zixly dev` ran: the next one leaves it running and says how to stop it.
+    assert _cli(data_dir, "tenant", "start", "demo").returncode == 0
+    [pid] = _n8n_pids(data_dir)
+    process, _ = _start(data_dir, port)
+    rest = _stop(process)
+    assert "left running:\n  n8n of tenant demo (running since before zixly dev started): " in rest
+    assert rest.rstrip().endswith("`zixly tenant stop demo`"), rest
+    assert psutil.Process(pid).is_running()
+    stop = _cli(data_dir, "tenant", "stop", "demo")
+    assert stop.returncode == 0, stop.stderr
+    assert _n8n_pids(data_dir) == []
+
+
+def test_ctrl_c_while_starting_stops_what_already_started(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    env = {**os.environ, "ZIXLY_DATA_DIR": str(data_dir), "ZIXLY_PORT": str(free_port())}
+    for key in ("ZIXLY_DATABASE_URL", "ZIXLY_REDIS_URL"):
+        env.pop(key, None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "zixly.cli.main", "dev"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not _postgres_running(data_dir):  # started: migrations and the seed come next
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)  # a second Ctrl-C does not cut the clean-up short
+    output, _ = process.communicate(timeout=60)
+    assert "Zixly is up" not in output, "started before the signal; nothing was tested"
+    assert process.returncode == 130, output
+    assert "SIGINT: stopping everything zixly dev started" in output
     assert not _postgres_running(data_dir)

@@ -26,8 +26,10 @@ from tests.conftest import LogLines, World, make_settings
 from zixly.cli.keys import generate_command
 from zixly.cli.main import build_parser
 from zixly.cli.tenants import run_command
+from zixly.core.queue import NO_WORKER_AFTER_SECONDS
 from zixly.core.settings import Settings
 from zixly.db.session import Database, create_engine
+from zixly.dev.demo import in_process_worker
 from zixly.embedded.stack import Endpoints
 from zixly.keys.rotation import (
     COLUMNS,
@@ -409,14 +411,14 @@ async def test_the_arq_job_rotates_and_is_enqueued_once(
     assert "rotate_encryption_keys" in registered
     settings = cli_settings(endpoints, tmp_path, kids)
 
-    code, first = await zixly(settings, "rotate", "--enqueue")
+    code, first = await zixly(settings, "rotate", "--no-wait")
     job_id = f"rotate_encryption_keys:{kids.b}"
     assert rotation_job_id(kids.both) == job_id
     assert (code, first.strip()) == (
         0,
         f"rotation to key {kids.b}: job {job_id} queued (run `zixly worker`)",
     )
-    _, second = await zixly(settings, "rotate", "--enqueue")
+    _, second = await zixly(settings, "rotate", "--no-wait")
     assert "the same job is already queued" in second
     redis = Redis.from_url(endpoints.redis_url)
     try:
@@ -432,6 +434,38 @@ async def test_the_arq_job_rotates_and_is_enqueued_once(
     assert (result["rotated"], result["complete"], result["active_kid"]) == (VALUES, True, kids.b)
     for place in places:
         assert kids.both.kid_of(await stored(owner, place)) == kids.b
+
+
+async def test_rotate_enqueue_waits_for_the_worker_and_exits_with_its_outcome(
+    owner: asyncpg.Connection, world: World, kids: Kids, endpoints: Endpoints, tmp_path: Path
+) -> None:
+    """``--enqueue`` waits (saying so while no worker takes the job) until a real worker ran
+    the job, then prints the keys' status and exits as ``keys status`` would."""
+    places = await seed(owner, world, kids.old)
+    settings = cli_settings(endpoints, tmp_path, kids)
+    job_id = rotation_job_id(kids.both)
+    waiting = asyncio.create_task(zixly(settings, "rotate", "--enqueue"))
+    redis = Redis.from_url(endpoints.redis_url)
+    try:
+        while await redis.zscore(default_queue_name, job_id) is None:
+            assert not waiting.done(), waiting.result()
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(NO_WORKER_AFTER_SECONDS + 1)
+        assert not waiting.done()  # no worker yet: still waiting
+        async with in_process_worker(settings, endpoints):
+            code, out = await asyncio.wait_for(waiting, timeout=30)
+    finally:
+        if not waiting.done():
+            waiting.cancel()
+        await redis.zrem(default_queue_name, job_id)
+        await redis.aclose()
+    assert f"rotation to key {kids.b}: job {job_id} queued" in out
+    assert f"job {job_id} is still waiting for a worker" in out
+    assert f"may be removed from the keyring: {kids.a}" in out
+    for place in places:
+        assert kids.both.kid_of(await stored(owner, place)) == kids.b
+    # Other tests' values under keys this keyring lacks stay unreadable: exit 1 then.
+    assert code == (1 if "unreadable:" in out else 0), out
 
 
 def test_generate_prints_a_fresh_entry(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -135,6 +135,25 @@ async def test_the_editor_page_and_its_api_come_through_the_proxy(editor: Editor
     assert "set-cookie" not in me.headers
 
 
+async def test_n8n_compresses_only_for_clients_that_accept_it(editor: Editor) -> None:
+    """The body is relayed as n8n sends it: gzip only when the client asked for it (the
+    proxy's own HTTP client would otherwise ask on every client's behalf)."""
+    session = await editor.session(editor.alpha, editor.alpha.editor)
+    for accepted, encoding in ((None, None), ("identity", None), ("gzip", "gzip")):
+        request = editor.http.build_request(
+            "GET",
+            f"/editor/{editor.alpha.slug}/",
+            headers={"Cookie": f"{COOKIE}={session}", "Accept": "text/html"},
+        )
+        del request.headers["accept-encoding"]  # httpx's default: gzip, deflate
+        if accepted:
+            request.headers["accept-encoding"] = accepted
+        response = await editor.http.send(request)
+        assert response.status_code == 200, accepted
+        assert response.headers.get("content-encoding") == encoding, accepted
+        assert "<html" in response.text.lower()
+
+
 async def test_a_workflow_edited_through_the_proxy_is_saved_in_n8n(editor: Editor) -> None:
     session = await editor.session(editor.alpha, editor.alpha.admin)
     slug = editor.alpha.slug

@@ -1,7 +1,8 @@
 """``zixly tenant ...`` against the test session's PostgreSQL and Redis, with a real n8n.
 
 The commands are parsed by the real ``zixly`` parser and run in-process (the lifecycle is
-called directly, no worker), except ``--enqueue``, which only queues the job.
+called directly, no worker), except ``--no-wait``, which only queues the job, and
+``--enqueue``, which a worker in this process runs.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from zixly.cli.tenants import run_command
 from zixly.container import Services
 from zixly.core.errors import ConflictError, NotFoundError
 from zixly.core.settings import Settings
+from zixly.dev.demo import in_process_worker
 from zixly.embedded.stack import Endpoints
 from zixly.ingest.instance_tokens import INSTANCE_TOKEN_NAME
 from zixly.ingest.tokens import well_formed
@@ -138,7 +140,7 @@ async def test_create_provision_status_export_stop_deprovision(
         assert isinstance(exported, list)  # `n8n import:workflow --input` takes the array
         assert [(w["name"], w["active"]) for w in exported] == [(SCHEDULE_NAME, True)]
 
-        code, out = await zixly(cli_settings, "stop", slug, "--enqueue")
+        code, out = await zixly(cli_settings, "stop", slug, "--no-wait")
         job_id = f"stop:{tenant_id}"
         assert code == 0 and out.splitlines()[0] == (
             f"stop requested; job {job_id} queued (run `zixly worker`)"
@@ -169,6 +171,52 @@ async def test_create_provision_status_export_stop_deprovision(
             "DELETE FROM n8n_instances WHERE tenant_id = (SELECT id FROM tenants WHERE slug = $1)",
             slug,
         )
+
+
+async def test_enqueue_follows_the_job_a_worker_runs_until_it_ends(
+    cli_settings: Settings,
+    cli_runtime: ProcessRuntime,
+    owner: asyncpg.Connection,
+    endpoints: Endpoints,
+    tmp_path: Path,
+) -> None:
+    """``--enqueue`` prints the job's progress as a real worker runs it and ends with the
+    instance's state, exit 1 when the job failed; ``--no-wait`` (above) returns at once."""
+    slug, bad = f"cli-q-{uuid.uuid4().hex[:8]}", f"cli-qbad-{uuid.uuid4().hex[:8]}"
+    for name in (slug, bad):
+        code, out = await zixly(cli_settings, "create", name, "--name", "Queue Pty Ltd")
+        assert code == 0, out
+    tenant_id = await owner.fetchval("SELECT id FROM tenants WHERE slug = $1", slug)
+    bad_id = await owner.fetchval("SELECT id FROM tenants WHERE slug = $1", bad)
+    try:
+        async with in_process_worker(cli_settings, endpoints, runtime=cli_runtime, crons=False):
+            code, out = await zixly(
+                cli_settings, "provision", slug, "--template", SCHEDULE, "--enqueue"
+            )
+            assert code == 0, out
+            queued = f"provision requested; job provision:{tenant_id} queued (run `zixly worker`)"
+            assert queued in out.splitlines()
+            assert progress(out) == PROVISION_LINES
+            assert out.splitlines()[-1].startswith("instance RUNNING (desired RUNNING, step DONE")
+
+            code, out = await zixly(cli_settings, "stop", slug, "--enqueue")
+            assert code == 0, out
+            assert progress(out)[0] == "• stop requested"
+            assert out.splitlines()[-1].startswith("instance STOPPED (desired STOPPED")
+
+            # A job that fails: n8n refuses the workflow, so the instance is FAILED: exit 1.
+            broken = tmp_path / "broken.json"
+            broken.write_text(json.dumps({"name": "Broken", "nodes": "none", "connections": 7}))
+            code, out = await zixly(
+                cli_settings, "provision", bad, "--template", str(broken), "--enqueue"
+            )
+            assert code == 1, out
+            assert any(line.startswith("✗") for line in out.splitlines()), out
+            assert "the job ended with the instance FAILED" in out
+    finally:
+        for name, tenant in ((slug, tenant_id), (bad, bad_id)):
+            await zixly(cli_settings, "deprovision", name, runtime=cli_runtime)
+            await owner.execute("DELETE FROM n8n_instances WHERE tenant_id = $1", tenant)
 
 
 async def test_unknown_tenant_is_an_error(cli_settings: Settings) -> None:
@@ -237,7 +285,7 @@ async def test_provision_no_templates_and_the_staff_mutation_defaults(
     """Requests only (the jobs are queued, then dropped): what each asks to deploy."""
     none, api = await world.tenant("cli-none", clients=0), await world.tenant("cli-api", clients=0)
     try:
-        code, out = await zixly(cli_settings, "provision", none.slug, "--no-templates", "--enqueue")
+        code, out = await zixly(cli_settings, "provision", none.slug, "--no-templates", "--no-wait")
         assert code == 0, out
         body = await gql(
             client,

@@ -22,8 +22,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from zixly.cli.tenants import run_command
+from zixly.cli.tenants import run_command, waiting_note
 from zixly.container import Services
+from zixly.core.queue import wait_for_job
 from zixly.core.settings import Settings, get_settings
 from zixly.keys.rotation import (
     ROTATION_JOB,
@@ -54,9 +55,32 @@ def add_key_commands(sub: Any, console: Console) -> None:
     status.set_defaults(func=_sync(console), command=status_command)
 
     rotate = ksub.add_parser("rotate", help="re-encrypt every stored value with the active key")
-    rotate.add_argument("--batch-size", type=int, default=200)
-    rotate.add_argument("--enqueue", action="store_true", help="hand the job to the arq worker")
+    rotate.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=200,
+        help="values re-encrypted per transaction (in this process; the worker's job uses "
+        "its default)",
+    )
+    rotate.add_argument(
+        "--enqueue",
+        action="store_true",
+        help="hand the job to the arq worker (`zixly worker`) and wait until it ends (exit 1 "
+        "if values are left under other keys)",
+    )
+    rotate.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="like --enqueue, but return once the job is queued",
+    )
     rotate.set_defaults(func=_sync(console), command=rotate_command)
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
 
 
 def _sync(console: Console) -> Any:
@@ -115,11 +139,18 @@ def print_status(console: Console, status: KeyStatus) -> None:
 
 async def rotate_command(p: Services, args: argparse.Namespace, console: Console) -> int:
     keyring = p.keyring
-    if args.enqueue:
-        job = await p.queue.enqueue_job(ROTATION_JOB, _job_id=rotation_job_id(keyring))
+    if args.enqueue or args.no_wait:
+        job_id = rotation_job_id(keyring)
+        job = await p.queue.enqueue_job(ROTATION_JOB, _job_id=job_id)
         queued = f"job {job.job_id} queued" if job else "the same job is already queued"
         console.print(f"rotation to key {keyring.active_kid}: {queued} (run `zixly worker`)")
-        return 0
+        if args.no_wait:
+            return 0
+        with console.status(f"the worker is re-encrypting (job {job_id})"):
+            await wait_for_job(p.queue, job_id, no_worker=waiting_note(console, job_id))
+        status = await key_status(p.db, keyring)
+        print_status(console, status)
+        return 0 if not (status.pending or status.unreadable) else 1
 
     async def show(step: BatchProgress) -> None:
         console.print(

@@ -15,6 +15,7 @@ from zixly.cli.n8n import add_n8n_commands
 from zixly.cli.tenants import add_tenant_commands
 from zixly.cli.warehouse import add_warehouse_commands
 from zixly.core.errors import ZixlyError
+from zixly.core.logging import configure_logging
 from zixly.core.settings import Settings, get_settings
 
 console = Console(stderr=True)
@@ -105,7 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zixly", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    dev = sub.add_parser("dev", help="run the whole stack on this machine (embedded default)")
+    dev = sub.add_parser(
+        "dev",
+        help="run the whole stack on this machine (embedded PostgreSQL and Redis unless "
+        "ZIXLY_DATABASE_URL / ZIXLY_REDIS_URL name servers); Ctrl-C stops everything it "
+        "started",
+    )
     dev.add_argument("--port", type=int, default=None, help="HTTP port (default ZIXLY_PORT)")
     dev.add_argument(
         "--demo",
@@ -122,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=_cmd_dev)
 
     token = sub.add_parser("token", help="mint a dev token (HS256, Zixly's own key)")
-    token.add_argument("--email", required=True)
+    token.add_argument("--email", required=True, help="an existing user's email")
     token.add_argument("--tenant", default=None, help="tenant slug or id")
     token.add_argument(
         "--ttl",
@@ -142,13 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(idempotent; run as an administrator before `zixly db upgrade`)",
     )
     db_boot.add_argument("--admin-url", required=True, help="a superuser's (or DBA's) URL")
-    db_boot.add_argument("--database", default="zixly")
+    db_boot.add_argument("--database", default="zixly", help="the database to create")
     db_boot.add_argument("--owner", default="zixly_owner", help="the migration role")
     db_boot.set_defaults(func=_cmd_db_bootstrap)
     add_warehouse_commands(db_sub, console)
 
     schema = sub.add_parser("schema", help="print the GraphQL SDL (--write: update schema.graphql)")
-    schema.add_argument("--write", action="store_true")
+    schema.add_argument("--write", action="store_true", help="write schema.graphql instead")
     schema.set_defaults(func=_cmd_schema)
 
     add_n8n_commands(sub, console)
@@ -156,7 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_tenant_commands(sub, console)
     add_key_commands(sub, console)
 
-    worker = sub.add_parser("worker", help="run the arq worker (instance jobs, reconciler cron)")
+    worker = sub.add_parser(
+        "worker",
+        help="run the arq worker: instance jobs, key rotation, initial syncs, alert delivery "
+        "and the crons (reconciler, token refresh, sync-health monitor, export purge)",
+    )
     worker.set_defaults(func=_cmd_worker)
 
     reconcile = sub.add_parser(
@@ -184,6 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        settings = get_settings()
+        # One writer on standard error: log lines go through the console that prints the
+        # progress (zixly.core.logging); standard output stays for what a command returns.
+        configure_logging(settings.log_level, settings.log_json, console=console)
         code: int = args.func(args)
     except ZixlyError as error:
         console.print(f"[red]error:[/red] {error.message}")

@@ -3,7 +3,9 @@
 Platform work from a staff terminal, against the configured database and Redis (the
 embedded ones when none is configured). Operations run in this process by default, calling
 the lifecycle directly (no worker needed) and printing each step as the lifecycle publishes
-it; ``--enqueue`` records the request and hands the job to the arq worker instead.
+it; ``--enqueue`` records the request and hands the job to the arq worker instead, then
+follows the same events until the job ends (exit 1 unless the instance settled where it was
+asked to), and ``--no-wait`` returns as soon as the job is queued.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from rich.table import Table
 from zixly.cli.tokens import CLI_ACTOR, add_ingest_token_commands
 from zixly.container import Services
 from zixly.core.errors import NotFoundError, ValidationError
+from zixly.core.queue import wait_for_job
 from zixly.core.settings import Settings, get_settings
 from zixly.domain.tenants import SLUG_PATTERN, create_tenant
 from zixly.provisioning.control import (
@@ -32,13 +35,15 @@ from zixly.provisioning.control import (
     request_and_enqueue,
     resolve_tenant,
 )
+from zixly.provisioning.enqueue import operation_job_id
 from zixly.provisioning.final_exports import final_export
 from zixly.provisioning.instances import InstanceRepository, InstanceRow
 from zixly.provisioning.lifecycle import InstanceLifecycle
 from zixly.provisioning.n8n.bundle_export import n8n_workflows
 from zixly.provisioning.operations import STAFF, Operation, Template
 from zixly.provisioning.runtimes.base import InstanceRuntime
-from zixly.provisioning.watch import follow
+from zixly.provisioning.templates import REF_PREFIX, bundled_manifest, template_id
+from zixly.provisioning.watch import follow, settled
 
 OPERATIONS = {
     "provision": Operation.PROVISION,
@@ -76,9 +81,9 @@ def add_tenant_commands(sub: Any, console: Console) -> None:
     tsub = tenant.add_subparsers(dest="tenant_command", required=True)
 
     create = tsub.add_parser("create", help="create a tenant")
-    create.add_argument("slug")
-    create.add_argument("--name", required=True)
-    create.add_argument("--industry", default=None)
+    create.add_argument("slug", help="2 to 63 lowercase letters, digits or '-'")
+    create.add_argument("--name", required=True, help="the business's name")
+    create.add_argument("--industry", default=None, help="free text, optional")
     create.set_defaults(func=_sync(console, _create), command=_create)
 
     listing = tsub.add_parser("list", help="every tenant with its instance's state")
@@ -93,18 +98,39 @@ def add_tenant_commands(sub: Any, console: Console) -> None:
         command = tsub.add_parser(name, help=f"{name} the tenant's n8n instance")
         command.add_argument("tenant", help="slug or id")
         command.add_argument(
-            "--enqueue", action="store_true", help="hand the job to the arq worker instead"
+            "--enqueue",
+            action="store_true",
+            help="hand the job to the arq worker (`zixly worker`) and follow its progress "
+            "until it ends (exit 1 if the instance did not get there)",
         )
-        if operation in (Operation.PROVISION, Operation.UPGRADE):
-            command.add_argument("--version", required=operation is Operation.UPGRADE)
+        command.add_argument(
+            "--no-wait",
+            action="store_true",
+            help="like --enqueue, but return once the job is queued, printing its id",
+        )
+        if operation is Operation.PROVISION:
+            command.add_argument(
+                "--version", help="n8n version of a new instance (default ZIXLY_N8N_VERSION)"
+            )
+        if operation is Operation.UPGRADE:
+            command.add_argument(
+                "--version",
+                required=True,
+                help="the n8n version to move to (installed: `zixly n8n install --version V`); "
+                "rolled back if it does not come up healthy",
+            )
         if operation is Operation.PROVISION:
             chosen = command.add_mutually_exclusive_group()
             chosen.add_argument(
                 "--template",
                 action="append",
                 default=[],
-                help="workflow JSON file or manifest:<id> (repeatable; default: the plan's "
-                "default templates)",
+                type=template_argument,
+                metavar="TEMPLATE",
+                help="a bundled template by id (`xero-profit-and-loss` or "
+                "`manifest:xero-profit-and-loss`; the ids are in n8n-workflows/manifest.json) "
+                "or a workflow JSON file (an n8n export of one workflow); repeatable; default: "
+                "the plan's default templates",
             )
             chosen.add_argument("--no-templates", action="store_true", help="deploy no templates")
         command.set_defaults(func=_sync(console, _operate), command=_operate, operation=operation)
@@ -114,7 +140,9 @@ def add_tenant_commands(sub: Any, console: Console) -> None:
     )
     export.add_argument("tenant", help="slug or id")
     export.add_argument("--output", "-o", required=True, help="a file, or - for stdout")
-    export.add_argument("--id", action="append", default=None, help="only this workflow id")
+    export.add_argument(
+        "--id", action="append", default=None, help="only this workflow id (repeatable)"
+    )
     export.add_argument(
         "--final",
         action="store_true",
@@ -125,6 +153,18 @@ def add_tenant_commands(sub: Any, console: Console) -> None:
 
 
 Command = Callable[[Services, argparse.Namespace, Console], Awaitable[int]]
+
+
+def template_argument(value: str) -> str:
+    """``--template``: ``manifest:<id>``, a bare manifest id, or a workflow JSON file."""
+    ids = [spec.id for spec in bundled_manifest().templates]
+    if template_id(value) is not None or Path(value).is_file():
+        return value
+    if value in ids:
+        return REF_PREFIX + value
+    raise argparse.ArgumentTypeError(
+        f"{value!r} is neither a workflow JSON file nor a bundled template id ({', '.join(ids)})"
+    )
 
 
 def _sync(console: Console, command: Command) -> Callable[[argparse.Namespace], int]:
@@ -200,9 +240,32 @@ async def _operate(p: Services, args: argparse.Namespace, console: Console) -> i
     templates = getattr(args, "template", None) or None
     if getattr(args, "no_templates", False):
         templates = []
-    if args.enqueue:
+    if args.enqueue or args.no_wait:
+        return await _enqueue(p, args, console, tenant_id, version, templates)
+    if operation is Operation.PROVISION:
+        async with p.db.transaction(STAFF) as session:
+            templates = await provision_templates(session, tenant_id, templates)
+    call = _call(lifecycle, operation, tenant_id, args, templates)
+    row = await follow(p.redis, tenant_id, console, call)
+    _print_row(console, row)
+    return 0 if row.last_error is None else 1
+
+
+async def _enqueue(
+    p: Services,
+    args: argparse.Namespace,
+    console: Console,
+    tenant_id: uuid.UUID,
+    version: str | None,
+    templates: Sequence[Template] | None,
+) -> int:
+    """Hand the operation to the worker and, unless ``--no-wait``, follow its events until
+    the job ends: exit 0 when the instance settled where it was asked to, 1 otherwise."""
+    operation: Operation = args.operation
+
+    async def queued() -> InstanceRow:
         row, job = await request_and_enqueue(
-            lifecycle,
+            p.lifecycle,
             p.db.transaction(STAFF),
             p.queue,
             tenant_id,
@@ -211,17 +274,37 @@ async def _operate(p: Services, args: argparse.Namespace, console: Console) -> i
             templates=templates,
             plan_defaults=True,
         )
-        queued = f"job {job.job_id} queued" if job else "the same job is already queued"
-        console.print(f"{operation.value} requested; {queued} (run `zixly worker`)")
+        if job is not None:
+            console.print(
+                f"{operation.value} requested; job {job.job_id} queued (run `zixly worker`)",
+                highlight=False,
+            )
+            job_id = job.job_id
+        else:
+            job_id = operation_job_id(operation, tenant_id, version=version)
+            console.print(
+                f"{operation.value} requested; the same job ({job_id}) is already queued or "
+                "running",
+                highlight=False,
+            )
+        if args.no_wait:
+            console.print("not waiting (--no-wait): `zixly tenant status` shows how it goes")
+            return row
+        await wait_for_job(p.queue, job_id, no_worker=waiting_note(console, job_id))
+        async with p.db.transaction(STAFF) as session:
+            done = await InstanceRepository(session).get(tenant_id)
+        return done or row
+
+    if args.no_wait:
+        row = await queued()
         _print_row(console, row)
         return 0
-    if operation is Operation.PROVISION:
-        async with p.db.transaction(STAFF) as session:
-            templates = await provision_templates(session, tenant_id, templates)
-    call = _call(lifecycle, operation, tenant_id, args, templates)
-    row = await follow(p.redis, tenant_id, console, call)
+    row = await follow(p.redis, tenant_id, console, queued())
     _print_row(console, row)
-    return 0 if row.last_error is None else 1
+    if not settled(row):
+        console.print(f"[red]the job ended with the instance {row.actual_state.value}[/red]")
+        return 1
+    return 0
 
 
 def _call(
@@ -278,3 +361,12 @@ def _print_row(console: Console, row: InstanceRow) -> None:
     )
     if row.last_error:
         console.print(f"[red]last error:[/red] {row.last_error}")
+
+
+def waiting_note(console: Console, job_id: str) -> Callable[[], None]:
+    """What ``wait_for_job`` says when no worker takes the job."""
+    return lambda: console.print(
+        f"job {job_id} is still waiting for a worker (is `zixly worker` running?); Ctrl-C "
+        "stops waiting, the job stays queued",
+        highlight=False,
+    )

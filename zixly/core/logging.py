@@ -1,14 +1,26 @@
-"""Structured logging: JSON lines carrying request id and tenant id, never secrets."""
+"""Structured logging: JSON lines (or, on a terminal, readable lines) carrying request id and
+tenant id, never secrets.
+
+Where lines go (docs/operations.md, "Logs and the console"): a command with a console (the
+``zixly`` CLI, ``zixly dev``) writes its log lines through that console (``ConsoleStream``),
+the same single writer as its progress lines and spinners, so a log line never tears a
+progress line and the spinner stays below both. The format is JSON when the output is not
+a terminal and human-readable (structlog's ConsoleRenderer) when it is, unless
+``ZIXLY_LOG_JSON`` says which.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
+from rich.console import Console
+from rich.text import Text
 
 _SECRET_KEY = re.compile(
     r"(pass(word)?|secret|token|authorization|api[_-]?key|cookie|credential|private)", re.I
@@ -76,26 +88,71 @@ class _CurrentStderr:
     def flush(self) -> None:
         sys.stderr.flush()
 
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
 
-def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | None = None) -> None:
-    """Configure structlog; lines go to ``stream`` (default: standard error).
+
+class ConsoleStream:
+    """A text stream whose whole lines are printed by a rich ``Console``: log lines share
+    the console's lock and its live display (spinners, progress bars) with everything else
+    the command prints, instead of writing under it."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._pending = threading.local()
+
+    def write(self, text: str) -> int:
+        buffered: str = getattr(self._pending, "text", "") + text
+        *lines, rest = buffered.split("\n")
+        self._pending.text = rest
+        for line in lines:
+            self.console.print(Text.from_ansi(line), soft_wrap=True, highlight=False, crop=False)
+        return len(text)
+
+    def flush(self) -> None:
+        self.console.file.flush()
+
+    def isatty(self) -> bool:
+        return self.console.is_terminal
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
+def configure_logging(
+    level: str = "INFO",
+    json: bool | None = None,
+    stream: TextIO | None = None,
+    *,
+    console: Console | None = None,
+) -> None:
+    """Configure structlog; lines go to ``console`` (through ``ConsoleStream``), else to
+    ``stream`` (default: standard error). ``json`` None: JSON unless that output is a
+    terminal.
 
     The standard library's loggers (uvicorn, strawberry, SQLAlchemy, httpx) are routed
     through the same redaction and renderer, so nothing reaches the output unredacted.
     Tracebacks are rendered as plain text: never with local variables (which hold tokens,
     passwords and query parameters), whichever renderer is in use.
     """
+    output: Any = ConsoleStream(console) if console is not None else stream or _CurrentStderr()
+    terminal = _is_terminal(output)
     renderer: Any = (
         structlog.processors.JSONRenderer()
-        if json
-        else structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        if (not terminal if json is None else json)
+        else structlog.dev.ConsoleRenderer(
+            colors=terminal, exception_formatter=structlog.dev.plain_traceback
+        )
     )
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    output: Any = stream or _CurrentStderr()
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, redact_processor, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -416,7 +416,8 @@ class Settings(BaseSettings):
 
     # --- operations ------------------------------------------------------------
     log_level: str = "INFO"
-    log_json: bool = True
+    # None: JSON unless standard error is a terminal (zixly.core.logging.configure_logging).
+    log_json: bool | None = None
 
     @field_validator("cors_origins", "external_algorithms", mode="before")
     @classmethod

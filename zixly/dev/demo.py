@@ -52,6 +52,7 @@ from zixly.integrations.connect import IntegrationConnector
 from zixly.provisioning.instances import ActualState, InstanceRepository
 from zixly.provisioning.lifecycle import InstanceLifecycle
 from zixly.provisioning.operations import STAFF
+from zixly.provisioning.runtimes.base import InstanceRuntime
 from zixly.provisioning.templates import bundled_manifest
 from zixly.provisioning.watch import follow
 from zixly.workers.settings import WorkerSettings
@@ -103,9 +104,17 @@ async def sandbox_for_demo(port: int) -> AsyncIterator[RunningSandbox]:
 
 
 @contextlib.asynccontextmanager
-async def in_process_worker(settings: Settings, endpoints: Endpoints) -> AsyncIterator[Worker]:
+async def in_process_worker(
+    settings: Settings,
+    endpoints: Endpoints,
+    *,
+    runtime: InstanceRuntime | None = None,
+    crons: bool = True,
+) -> AsyncIterator[Worker]:
     """The arq worker ``zixly worker`` runs, on this event loop (signals stay with the API
-    server, which stops everything in order)."""
+    server, which stops everything in order). ``runtime``: the instance runtime its jobs use
+    (default: the configured one); ``crons=False``: only the jobs it is given."""
+    overrides: dict[str, Any] = {} if crons else {"cron_jobs": []}
     worker = create_worker(
         WorkerSettings,  # type: ignore[arg-type]
         redis_settings=RedisSettings.from_dsn(endpoints.redis_url),
@@ -113,8 +122,11 @@ async def in_process_worker(settings: Settings, endpoints: Endpoints) -> AsyncIt
             "settings": settings,
             "database_url": endpoints.database_url,
             "redis_url": endpoints.redis_url,
+            "runtime": runtime,
         },
         handle_signals=False,
+        poll_delay=0.1,
+        **overrides,
     )
     task = asyncio.create_task(worker.async_run())
     try:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import Iterator
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import uvicorn
@@ -19,9 +19,13 @@ from zixly.db.bootstrap import assert_application_role_is_safe
 from zixly.db.migrate import upgrade
 from zixly.db.session import staff_database_url
 from zixly.dev.seed import seed_demo
+from zixly.dev.shutdown import Interrupts, Report, stop_instances_started_since
 from zixly.embedded.running import running_stack
 from zixly.embedded.stack import Endpoints
 from zixly.security.tokens import checked_ttl, load_signing_secret, mint_token
+
+if TYPE_CHECKING:
+    from zixly.container import Services
 
 DEMO_EMAILS = (
     ("STAFF", "staff@zixly.dev", None),
@@ -104,19 +108,13 @@ async def mint_for(settings: Settings, email: str, tenant: str | None, ttl: int 
 
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGINT/SIGTERM after its shutdown, which would kill the process
-    before the embedded PostgreSQL and Redis are stopped; here a signal only asks the
-    server to exit, and ``run_dev`` then stops everything in order."""
+    before the embedded PostgreSQL and Redis are stopped; here the signals stay with
+    ``run_dev`` (``zixly.dev.shutdown.Interrupts``), which asks the server to exit and then
+    stops everything in order."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.handle_exit, sig, None)
-        try:
-            yield
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+        yield
 
 
 def _print_tokens(settings: Settings, console: Console) -> None:
@@ -133,16 +131,53 @@ async def run_dev(
     settings: Settings, console: Console, *, demo: bool = False, sandbox_port: int | None = None
 ) -> int:
     """``zixly dev`` (``demo``: plus the provider sandbox, an in-process worker and the demo
-    tenant's n8n pulling sandbox data, see ``zixly.dev.demo``)."""
-    configure_logging(settings.log_level, settings.log_json)
+    tenant's n8n pulling sandbox data, see ``zixly.dev.demo``); on the way out, everything it
+    started is stopped and what is left running is named (``zixly.dev.shutdown``)."""
+    configure_logging(settings.log_level, settings.log_json, console=console)
+    interrupts = Interrupts(console)
+    main = asyncio.current_task()
+    assert main is not None
+    interrupts.install(main.cancel)  # while starting: stop what started so far, in order
+    report = Report()
+    try:
+        code = await _run_dev(settings, console, interrupts, report, demo, sandbox_port)
+    except asyncio.CancelledError:
+        if not interrupts.received:
+            raise
+        code = 130  # interrupted while starting
+    finally:
+        interrupts.remove()
+    report.print(console)
+    return code
+
+
+async def _run_dev(
+    settings: Settings,
+    console: Console,
+    interrupts: Interrupts,
+    report: Report,
+    demo: bool,
+    sandbox_port: int | None,
+) -> int:
+    since = datetime.now(UTC)
     async with contextlib.AsyncExitStack() as stack:
         with console.status("starting PostgreSQL + pgvector and Redis"):
-            endpoints = await stack.enter_async_context(running_stack(settings))
+            endpoints = await stack.enter_async_context(
+                running_stack(settings, report.left_running.append)
+            )
         await prepare_database(settings, console, seed=True, endpoints=endpoints)
         settings = _with_mail_sink(settings, console, stack)
         if demo:
             settings = await _demo_settings(settings, console, stack, sandbox_port)
-        return await _serve(settings, console, endpoints, stack, demo=demo)
+        from zixly.container import Services
+
+        services = Services.build(
+            settings, database_url=endpoints.database_url, redis_url=endpoints.redis_url
+        )
+        stack.push_async_callback(services.close)
+        # Runs before services.close (and after the demo's own stop of its instance).
+        stack.push_async_callback(stop_instances_started_since, services, since, report)
+        return await _serve(settings, console, endpoints, stack, services, interrupts, demo=demo)
     raise AssertionError("unreachable")  # pragma: no cover (the stack does not swallow)
 
 
@@ -184,16 +219,13 @@ async def _serve(
     console: Console,
     endpoints: Endpoints,
     stack: contextlib.AsyncExitStack,
+    services: Services,
+    interrupts: Interrupts,
     *,
     demo: bool,
 ) -> int:
     from zixly.app import create_app
-    from zixly.container import Services
 
-    services = Services.build(
-        settings, database_url=endpoints.database_url, redis_url=endpoints.redis_url
-    )
-    stack.push_async_callback(services.close)
     config = uvicorn.Config(
         create_app(services),
         host=settings.host,
@@ -204,6 +236,7 @@ async def _serve(
         ws="websockets-sansio",
     )
     server = _Server(config)
+    interrupts.on_signal(lambda: setattr(server, "should_exit", True))
     serve = asyncio.create_task(server.serve())
     while not server.started and not serve.done():
         await asyncio.sleep(0.05)

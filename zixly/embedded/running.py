@@ -7,7 +7,7 @@ with ``ZIXLY_DATABASE_URL`` and ``ZIXLY_REDIS_URL`` set it only hands those on.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from zixly.core.errors import ZixlyError
@@ -16,7 +16,11 @@ from zixly.embedded.stack import EmbeddedStack, Endpoints
 
 
 @asynccontextmanager
-async def running_stack(settings: Settings) -> AsyncIterator[Endpoints]:
+async def running_stack(
+    settings: Settings, stays_running: Callable[[str], None] | None = None
+) -> AsyncIterator[Endpoints]:
+    """The stores' endpoints while the block runs; ``stays_running`` hears of what is left
+    running afterwards (an embedded server another live process started)."""
     if settings.database_url and not settings.migrations_database_url:
         raise ZixlyError(
             "ZIXLY_DATABASE_URL is set but ZIXLY_MIGRATIONS_DATABASE_URL is not: migrations "
@@ -35,4 +39,6 @@ async def running_stack(settings: Settings) -> AsyncIterator[Endpoints]:
     try:
         yield await stack.start()
     finally:
-        stack.stop()
+        for note in stack.stop():
+            if stays_running is not None:
+                stays_running(note)

@@ -81,6 +81,16 @@ class EmbeddedPostgres:
         assert self._server is not None
         return str(self._server.get_uri())
 
+    def stays_running(self) -> str | None:
+        """What ``stop()`` leaves running: a postmaster another live process started."""
+        if self._server is None or self._owned:
+            return None
+        try:
+            owner = self.owner_file.read_text().split()[0]
+        except (OSError, IndexError):
+            owner = "another process"
+        return f"PostgreSQL ({self.path}), started by process {owner}: it stops with that process"
+
     def stop(self) -> None:
         if self._server is None:
             return
@@ -175,8 +185,11 @@ class EmbeddedStack:
             admin_database_url=admin_url,
         )
 
-    def stop(self) -> None:
+    def stop(self) -> list[str]:
+        """Stop what this stack started; what stays running (and why), if anything."""
+        stays = self.postgres.stays_running() if self.postgres is not None else None
         if self.redis is not None:
             self.redis.stop()
         if self.postgres is not None:
             self.postgres.stop()
+        return [stays] if stays else []

@@ -122,7 +122,14 @@ _HOP = frozenset(
         "upgrade",
     }
 )
-_REQUEST_DROP = _HOP | {"host", "cookie", "authorization", "x-n8n-api-key", "content-length"}
+_REQUEST_DROP = _HOP | {
+    "host",
+    "cookie",
+    "authorization",
+    "x-n8n-api-key",
+    "content-length",
+    "accept-encoding",  # set by _request_headers
+}
 _RESPONSE_DROP = _HOP | {"set-cookie"}
 
 
@@ -529,6 +536,9 @@ def _forwarded(headers: Mapping[str, str], url: Any) -> dict[str, str]:
 
 def _request_headers(headers: Mapping[str, str], url: Any) -> dict[str, str]:
     kept = {k: v for k, v in headers.items() if k.lower() not in _REQUEST_DROP}
+    # The body is relayed as n8n sends it, so n8n may compress only what the client
+    # accepts: left out, httpx's own default (gzip, deflate) would ask on the client's behalf.
+    kept["accept-encoding"] = headers.get("accept-encoding") or "identity"
     return {**kept, **_forwarded(headers, url)}
 
 

@@ -49,14 +49,21 @@ async def enqueue(
     operation is already queued or running, so nothing new was queued."""
     if kwargs.get("templates") is not None:  # checked now; paths travel as absolute text
         kwargs["templates"] = template_sources(kwargs["templates"])
+    return await pool.enqueue_job(
+        JOB_NAMES[operation],
+        str(tenant_id),
+        _job_id=operation_job_id(operation, tenant_id, **kwargs),
+        **kwargs,
+    )
+
+
+def operation_job_id(operation: Operation, tenant_id: uuid.UUID, **kwargs: Any) -> str:
+    """The id ``enqueue`` gives the job of ``operation`` with these arguments (templates as
+    ``template_sources`` keeps them), so whoever finds the same job already queued can still
+    wait for it."""
     parts: list[str] = []
     if operation is Operation.UPGRADE:
         parts.append(str(kwargs["version"]))
     if operation is Operation.DEPLOY_TEMPLATES:
         parts.append(templates_digest(kwargs["templates"]))
-    return await pool.enqueue_job(
-        JOB_NAMES[operation],
-        str(tenant_id),
-        _job_id=job_id(operation, tenant_id, *parts),
-        **kwargs,
-    )
+    return job_id(operation, tenant_id, *parts)

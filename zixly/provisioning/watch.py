@@ -1,5 +1,7 @@
 """Live progress of an instance operation on a terminal: the tenant's instance events as they
-are published (``zixly tenant ...`` and the demo wait on an operation through this)."""
+are published (``zixly tenant ...`` and the demo wait on an operation through this), and whether
+an operation handed to the worker (``--enqueue``, waited for with
+``zixly.core.queue.wait_for_job``) settled."""
 
 from __future__ import annotations
 
@@ -11,7 +13,14 @@ from redis.asyncio import Redis
 from rich.console import Console
 
 from zixly.provisioning.instance_events import InstanceEventMessage, channel, parse_message
-from zixly.provisioning.instances import InstanceRow
+from zixly.provisioning.instances import ActualState, DesiredState, InstanceRow
+
+_SETTLED = {
+    DesiredState.RUNNING: ActualState.RUNNING,
+    DesiredState.STOPPED: ActualState.STOPPED,
+    DesiredState.SUSPENDED: ActualState.SUSPENDED,
+    DesiredState.ABSENT: ActualState.DEPROVISIONED,
+}
 
 
 async def follow(
@@ -37,6 +46,11 @@ async def follow(
         if not task.done():
             task.cancel()
         await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def settled(row: InstanceRow) -> bool:
+    """Did the instance reach what was asked of it, without an error?"""
+    return row.last_error is None and _SETTLED.get(row.desired_state) is row.actual_state
 
 
 def progress_line(event: InstanceEventMessage) -> str:
