@@ -53,11 +53,20 @@ export GOPROXY="${GOPROXY:-https://proxy.golang.org}"
 mkdir -p "$BIN" "$ROOT/src"
 started=$(date +%s)
 
+# The version the binaries report (a build from the module has no git tree to read it from).
+minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
+KUBE_STAMP=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  KUBE_STAMP="$KUBE_STAMP -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  KUBE_STAMP="$KUBE_STAMP -X $pkg.gitTreeState=clean"
+done
+
 build() {  # build <wrapper> <binary> <package>
-  local wrapper=$1 binary=$2 package=$3 t0
+  local wrapper=$1 binary=$2 package=$3 t0 flags="-s -w"
   t0=$(date +%s)
+  [ "$wrapper" = kube ] && flags="$flags $KUBE_STAMP"
   rm -rf "$ROOT/src/$wrapper" && cp -r "$TESTENV/$wrapper" "$ROOT/src/$wrapper"
-  (cd "$ROOT/src/$wrapper" && go build -trimpath -ldflags="-s -w" -o "$BIN/.$binary.new" "$package")
+  (cd "$ROOT/src/$wrapper" && go build -trimpath -ldflags="$flags" -o "$BIN/.$binary.new" "$package")
   mv "$BIN/.$binary.new" "$BIN/$binary"
   echo "built $binary in $(( $(date +%s) - t0 )) s"
 }

@@ -11,6 +11,7 @@ the scheduler, and the service-account signing key.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import ipaddress
@@ -24,6 +25,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -35,6 +37,7 @@ VERSIONS = ROOT / "infra" / "k8s" / "testenv" / "versions.env"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 SERVICE_CIDR = "10.96.0.0/16"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+KWOK_STAGES = ROOT / "infra" / "k8s" / "testenv" / "kwok-stages.yaml"
 
 
 def versions() -> dict[str, str]:
@@ -50,6 +53,55 @@ def versions() -> dict[str, str]:
 def bin_dir() -> Path:
     cache = Path(os.environ.get("ZIXLY_KUBE_CACHE", Path.home() / ".cache" / "zixly" / "kube"))
     return cache / versions()["KUBE_VERSION"] / "bin"
+
+
+async def add_kwok_node(client: Any, name: str) -> None:
+    """A fake node KWOK keeps Ready. The API server taints a new node not-ready until a node
+    lifecycle controller clears it; that controller is off here (no kubelet heartbeats), so
+    the taint is cleared once KWOK has made the node Ready."""
+    from lightkube.models.meta_v1 import ObjectMeta
+    from lightkube.resources.core_v1 import Node
+
+    await client.create(
+        Node(
+            metadata=ObjectMeta(
+                name=name,
+                annotations={KWOK_NODE_ANNOTATION: "fake"},
+                labels={"type": "kwok", "kubernetes.io/hostname": name},
+            )
+        )
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        node = await client.get(Node, name)
+        conditions = (node.status.conditions or []) if node.status else []
+        if any(c.type == "Ready" and c.status == "True" for c in conditions):
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise TimeoutError(f"KWOK did not make node {name} Ready")
+    await client.patch(Node, name, {"spec": {"taints": None}})
+
+
+def token_config(server: str, ca: Path, token: str, namespace: str = "default") -> Any:
+    """A lightkube KubeConfig for a bearer token (a ServiceAccount's)."""
+    from lightkube import KubeConfig
+
+    return KubeConfig.from_dict(
+        {
+            "clusters": [
+                {"name": "test", "cluster": {"server": server, "certificate-authority": str(ca)}}
+            ],
+            "users": [{"name": "token", "user": {"token": token}}],
+            "contexts": [
+                {
+                    "name": "test",
+                    "context": {"cluster": "test", "user": "token", "namespace": namespace},
+                }
+            ],
+            "current-context": "test",
+        }
+    )
 
 
 def missing_binaries() -> list[str]:
@@ -208,6 +260,7 @@ class KubeTestEnv:
     kubeconfig: Path = Path()
     ca: Path = Path()
     timings: dict[str, float] = field(default_factory=dict)
+    _logs: list[BinaryIO] = field(default_factory=list)
 
     def __enter__(self) -> KubeTestEnv:
         self.start()
@@ -218,6 +271,7 @@ class KubeTestEnv:
 
     def _spawn(self, name: str, *args: str) -> None:
         log = (self.folder / f"{name}.log").open("wb")
+        self._logs.append(log)
         self.processes[name] = subprocess.Popen(
             [str(bin_dir() / name), *args],
             stdin=subprocess.DEVNULL,
@@ -275,6 +329,7 @@ class KubeTestEnv:
             f"--etcd-servers=http://127.0.0.1:{etcd_port}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
+            "--endpoint-reconciler-type=none",  # a loopback address cannot be an endpoint
             f"--secure-port={api_port}",
             f"--cert-dir={pki}",
             f"--tls-cert-file={serving.cert}",
@@ -316,7 +371,7 @@ class KubeTestEnv:
             f"--service-account-private-key-file={pki / 'sa.key'}",
             f"--root-ca-file={ca.path}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller,-route",
+            "--controllers=*,-nodeipam,-nodelifecycle",
             "--v=1",
         )
         sched_config = kubeconfig(
@@ -339,6 +394,7 @@ class KubeTestEnv:
         self._spawn(
             "kwok",
             f"--kubeconfig={self.kubeconfig}",
+            f"--config={KWOK_STAGES}",
             "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
             "--cidr=10.244.0.0/16",
@@ -371,11 +427,14 @@ class KubeTestEnv:
                 process.terminate()
         for process in self.processes.values():
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
         self.processes.clear()
+        for log in self._logs:
+            log.close()
+        self._logs.clear()
 
 
 @contextlib.contextmanager

@@ -10,8 +10,7 @@ import uuid
 
 import httpx
 import pytest
-from lightkube import ApiError, AsyncClient, KubeConfig
-from lightkube.config.kubeconfig import SingleConfig
+from lightkube import ApiError, AsyncClient
 from lightkube.models.apps_v1 import DeploymentSpec
 from lightkube.models.authentication_v1 import TokenRequestSpec
 from lightkube.models.core_v1 import (
@@ -26,7 +25,6 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import (
     ConfigMap,
     Namespace,
-    Node,
     Pod,
     ResourceQuota,
     Secret,
@@ -49,15 +47,7 @@ async def _namespace(client: AsyncClient, labels: dict[str, str] | None = None) 
 
 async def _kwok_node(client: AsyncClient) -> str:
     name = _name("kwok-node")
-    await client.create(
-        Node(
-            metadata=ObjectMeta(
-                name=name,
-                annotations={kube.KWOK_NODE_ANNOTATION: "fake"},
-                labels={"type": "kwok", "kubernetes.io/hostname": name},
-            )
-        )
-    )
+    await kube.add_kwok_node(client, name)
     return name
 
 
@@ -71,9 +61,10 @@ async def test_the_api_server_is_the_built_version(kube_env: kube.KubeTestEnv) -
     context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
     async with httpx.AsyncClient(verify=context) as http:
         version = (await http.get(f"{kube_env.server}/version")).json()
-        anonymous = await httpx.AsyncClient(verify=str(kube_env.ca)).get(
-            f"{kube_env.server}/api/v1/namespaces"
-        )
+    async with httpx.AsyncClient(
+        verify=ssl.create_default_context(cafile=str(kube_env.ca))
+    ) as anon:
+        anonymous = await anon.get(f"{kube_env.server}/api/v1/namespaces")
     assert version["gitVersion"] == kube.versions()["KUBE_VERSION"]
     assert anonymous.status_code in (401, 403)  # no anonymous access to the API
     print(f"control plane started in {kube_env.timings}")
@@ -121,7 +112,12 @@ async def test_a_resource_quota_is_enforced(kube_client: AsyncClient) -> None:
             spec=ResourceQuotaSpec(hard={"configmaps": "2"}),  # kube-root-ca.crt is one
         )
     )
-    await asyncio.sleep(0.5)  # the quota controller computes the first usage
+    for _ in range(100):  # until the quota controller has counted what is there
+        quota = await kube_client.get(ResourceQuota, "quota", namespace=namespace)
+        if quota.status and quota.status.used and quota.status.used.get("configmaps") == "1":
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1)  # and until the admission plugin's cache has that status
     for attempt in range(50):
         try:
             await kube_client.create(
@@ -158,17 +154,15 @@ async def test_rbac_holds_a_service_account_to_its_role(
         )
     )
     issued = await kube_client.create(
-        ServiceAccount.Token(spec=TokenRequestSpec(audiences=["https://kubernetes.default.svc"])),
+        ServiceAccount.Token(
+            metadata=ObjectMeta(),
+            spec=TokenRequestSpec(audiences=["https://kubernetes.default.svc"]),
+        ),
         "reader",
         namespace=namespace,
     )
     assert issued.status is not None
-    config = KubeConfig.from_one(
-        cluster={"server": kube_env.server, "certificate-authority": str(kube_env.ca)},
-        user={"token": issued.status.token},
-        namespace=namespace,
-    )
-    assert isinstance(config.get(), SingleConfig)
+    config = kube.token_config(kube_env.server, kube_env.ca, issued.status.token, namespace)
     reader = AsyncClient(config=config)
     try:
         names = [c.metadata.name async for c in reader.list(ConfigMap, namespace=namespace)]

@@ -20,7 +20,6 @@ from lightkube.resources.core_v1 import (
     ConfigMap,
     LimitRange,
     Namespace,
-    Node,
     PersistentVolume,
     PersistentVolumeClaim,
     Pod,
@@ -50,15 +49,7 @@ async def kwok_node(kube_env: kube.KubeTestEnv) -> AsyncIterator[str]:
 
     client = AsyncClient(config=KubeConfig.from_file(kube_env.kubeconfig))
     name = f"kwok-{uuid.uuid4().hex[:6]}"
-    await client.create(
-        Node(
-            metadata=ObjectMeta(
-                name=name,
-                annotations={kube.KWOK_NODE_ANNOTATION: "fake"},
-                labels={"type": "kwok", "kubernetes.io/hostname": name},
-            )
-        )
-    )
+    await kube.add_kwok_node(client, name)
     yield name
     await client.close()
 

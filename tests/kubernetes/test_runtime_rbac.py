@@ -31,15 +31,15 @@ async def runtime_client(kube_env: kube.KubeTestEnv) -> AsyncIterator[AsyncClien
     for item in codecs.load_all_yaml(MANIFEST.read_text()):
         await admin.apply(item, force=True)
     issued = await admin.create(
-        ServiceAccount.Token(spec=TokenRequestSpec(audiences=["https://kubernetes.default.svc"])),
+        ServiceAccount.Token(
+            metadata=ObjectMeta(),
+            spec=TokenRequestSpec(audiences=["https://kubernetes.default.svc"]),
+        ),
         "zixly-runtime",
         namespace="zixly",
     )
     assert issued.status is not None
-    config = KubeConfig.from_one(
-        cluster={"server": kube_env.server, "certificate-authority": str(kube_env.ca)},
-        user={"token": issued.status.token},
-    )
+    config = kube.token_config(kube_env.server, kube_env.ca, issued.status.token)
     client = AsyncClient(config=config, field_manager="zixly")
     yield client
     await client.close()
