@@ -69,7 +69,7 @@ from zixly.provisioning.runtimes.docker import DEPLOYMENT_LABEL, DockerRuntime
 from zixly.provisioning.runtimes.errors import NotInstalledError, RuntimeFailure
 from zixly.provisioning.runtimes.images import image_tag
 from zixly.provisioning.runtimes.podman import PodmanService, podman_available
-from zixly.provisioning.runtimes.process import ENCRYPTION_KEY, ProcessRuntime
+from zixly.provisioning.runtimes.process import ProcessRuntime
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -174,7 +174,7 @@ async def measure_start(
         tenant_id=f"bench-{slug}",
         tenant_slug=slug,
         version=version,
-        env={ENCRYPTION_KEY: owner.encryption_key},
+        env=owner.instance_env(version),
     )
     cpu = _CpuWindow(target.helper_pids)
     clock = _Stopwatch()
@@ -188,7 +188,7 @@ async def measure_start(
         target.seen.update(_tree_of(status.pid))
         if status.state is not RuntimeState.RUNNING or status.url is None:
             raise BenchFailure(f"not running after start ({status.state})")
-        client = N8nClient(status.url, http, retry_interval=PROBE_INTERVAL_S)
+        client = N8nClient(status.url, http, retry_interval=PROBE_INTERVAL_S, version=version)
         await client.wait_ready(ready_within)
         clock.lap("ready")
         active = 0

@@ -18,7 +18,7 @@ from arq.connections import RedisSettings
 from arq.worker import create_worker
 
 from tests.conftest import World
-from tests.provisioning.conftest import FIXTURES, READY_WITHIN
+from tests.provisioning.conftest import FIXTURES, N8N_VERSION, READY_WITHIN
 from zixly.container import Services
 from zixly.core.queue import deserialize, serialize
 from zixly.core.settings import Settings
@@ -39,7 +39,6 @@ SCHEDULE = str(FIXTURES / "schedule-noop.json")
 WEBHOOK = str(FIXTURES / "webhook-noop.json")
 SCHEDULE_NAME = "Zixly test: hourly no-op"
 WEBHOOK_NAME = "Zixly test: webhook no-op"
-N8N_VERSION = "1.123.81"
 
 
 class Killed(BaseException):

@@ -37,31 +37,35 @@ _NUMBERS = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 EXCLUDED_NODES = ("n8n-nodes-base.executeCommand", "n8n-nodes-base.localFileTrigger")
 FILES_FOLDER = "files"  # under the user folder: the one place file nodes may read and write
 
-# Every line: no calls home, no look-ups of outside hosts, hardened defaults (1.123 logs
-# deprecation notices without the last four).
+# Every line: no calls home, hardened defaults (1.123 logs deprecation notices without the
+# last four; they are 2.x's defaults, set explicitly rather than trusted).
 _COMMON_ENV: Mapping[str, str] = {
     "N8N_DIAGNOSTICS_ENABLED": "false",
     "N8N_PERSONALIZATION_ENABLED": "false",
     "N8N_VERSION_NOTIFICATIONS_ENABLED": "false",
     "N8N_SECURE_COOKIE": "false",  # plain http on loopback
-    "N8N_RUNNERS_ENABLED": "true",
     "N8N_BLOCK_ENV_ACCESS_IN_NODE": "true",
-    "DB_SQLITE_POOL_SIZE": "2",
+    "DB_SQLITE_POOL_SIZE": "2",  # the pooled SQLite driver (2.x's only one)
     "N8N_GIT_NODE_DISABLE_BARE_REPOS": "true",
     "N8N_ENFORCE_SETTINGS_FILE_PERMISSIONS": "true",
 }
+_V1_ENV: Mapping[str, str] = {"N8N_RUNNERS_ENABLED": "true"}  # always on in 2.x (and removed)
 # 2.x on top (n8n's 2.0 breaking changes, set explicitly rather than trusted as defaults).
 _V2_ENV: Mapping[str, str] = {
-    "N8N_RUNNERS_MODE": "internal",
+    "N8N_RUNNERS_MODE": "internal",  # see above (2.41 logs that internal mode is deprecated)
     "NODES_EXCLUDE": json.dumps(list(EXCLUDED_NODES)),
     "N8N_BLOCK_FILE_ACCESS_TO_N8N_FILES": "true",
     "N8N_SKIP_AUTH_ON_OAUTH_CALLBACK": "false",
-    # outside look-ups 2.x makes unless told not to
+    # outside look-ups 2.x makes unless told not to: n8n's template library, banners, the
+    # community-node registry (Zixly's own nodes load from N8N_CUSTOM_EXTENSIONS, not as
+    # community packages), the MCP server registry
     "N8N_TEMPLATES_ENABLED": "false",
     "N8N_DYNAMIC_BANNERS_ENABLED": "false",
+    "N8N_HIRING_BANNER_ENABLED": "false",
     "N8N_COMMUNITY_PACKAGES_ENABLED": "false",
     "N8N_VERIFIED_PACKAGES_ENABLED": "false",
     "N8N_UNVERIFIED_PACKAGES_ENABLED": "false",
+    "N8N_DISABLED_MODULES": "mcp-registry",
 }
 
 
@@ -101,17 +105,22 @@ def line(version: str) -> N8nLine:
     return N8nLine(version, int(match.group(1)), int(match.group(2)))
 
 
-def instance_env(version: str, *, user_folder: str, webhook_url: str) -> dict[str, str]:
+def instance_env(version: str, *, user_folder: str) -> dict[str, str]:
     """The environment every instance of ``version`` gets (before the spec's own env).
 
     ``user_folder`` is ``N8N_USER_FOLDER`` as the instance sees it (inside a container, the
-    container's path); ``webhook_url`` the base URL its webhooks are reached at.
+    container's path): 2.x's file nodes may use its ``files/`` folder only.
     """
-    env = {**_COMMON_ENV, "WEBHOOK_URL": webhook_url}
-    if line(version).major >= 2:
-        env.update(_V2_ENV)
-        env["N8N_RESTRICT_FILE_ACCESS_TO"] = f"{user_folder.rstrip('/')}/{FILES_FOLDER}"
-    return env
+    if line(version).major < 2:
+        return {**_COMMON_ENV, **_V1_ENV}
+    files = f"{user_folder.rstrip('/')}/{FILES_FOLDER}"
+    return {**_COMMON_ENV, **_V2_ENV, "N8N_RESTRICT_FILE_ACCESS_TO": files}
+
+
+def webhook_env(version: str, url: str) -> dict[str, str]:
+    """Where the instance's webhooks are reached (2.x: ``N8N_WEBHOOK_URL``; 2.41 calls
+    ``WEBHOOK_URL`` deprecated; 1.x knows only ``WEBHOOK_URL``)."""
+    return {("N8N_WEBHOOK_URL" if line(version).major >= 2 else "WEBHOOK_URL"): url}
 
 
 __all__ = [
@@ -122,4 +131,5 @@ __all__ = [
     "N8nLine",
     "instance_env",
     "line",
+    "webhook_env",
 ]

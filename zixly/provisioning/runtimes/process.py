@@ -46,7 +46,7 @@ from typing import Any
 import psutil
 
 from zixly.n8n_nodes.export import PACKAGE_DIR as NODES_PACKAGE_DIR
-from zixly.provisioning.n8n.versions import FILES_FOLDER
+from zixly.provisioning.n8n.versions import FILES_FOLDER, webhook_env
 from zixly.provisioning.n8n.versions import instance_env as version_env
 from zixly.provisioning.runtimes.base import (
     InstanceHandle,
@@ -393,14 +393,8 @@ class ProcessRuntime(ThreadedRuntime):
 
 def instance_env(spec: Mapping[str, Any], dist: N8nDistribution) -> dict[str, str]:
     """The child's whole environment: defaults < the spec's env < what the runtime owns."""
-    port = int(spec["port"])
-    webhook_url = f"http://{LISTEN_ADDRESS}:{port}/"
-    env: dict[str, str] = {
-        "LANG": "C.UTF-8",
-        **version_env(
-            str(spec["version"]), user_folder=str(spec["user_folder"]), webhook_url=webhook_url
-        ),
-    }
+    version, port = str(spec["version"]), int(spec["port"])
+    env = {"LANG": "C.UTF-8", **version_env(version, user_folder=str(spec["user_folder"]))}
     memory = spec.get("memory_mb")
     if memory:
         env["NODE_OPTIONS"] = f"--max-old-space-size={max(64, int(memory) * 3 // 4)}"
@@ -414,7 +408,7 @@ def instance_env(spec: Mapping[str, Any], dist: N8nDistribution) -> dict[str, st
             "N8N_HOST": LISTEN_ADDRESS,
             "N8N_PORT": str(port),
             "N8N_PROTOCOL": "http",
-            "WEBHOOK_URL": webhook_url,
+            **webhook_env(version, f"http://{LISTEN_ADDRESS}:{port}/"),
             "N8N_RUNNERS_BROKER_LISTEN_ADDRESS": LISTEN_ADDRESS,
             "N8N_RUNNERS_BROKER_PORT": str(spec["broker_port"]),
             # Zixly's community nodes (zixly/n8n_nodes/package) load in every instance; a
