@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
+# The legacy n8n line the n8n_legacy tests run (zixly.provisioning.n8n.versions.LEGACY_N8N_VERSION;
+# tests/test_n8n_versions.py checks they agree). The default line installs without --version.
+N8N_LEGACY := 1.123.81
 
 .PHONY: dev test lint bench
 
@@ -20,6 +23,7 @@ test: $(STAMP)
 	$(VENV)/bin/python tests/architecture.py
 	bash scripts/ci-setup-podman.sh
 	$(VENV)/bin/zixly n8n install
+	$(VENV)/bin/zixly n8n install --version $(N8N_LEGACY)
 	$(VENV)/bin/zixly n8n image
 	$(VENV)/bin/zixly podman stop
 	ZIXLY_REQUIRE_N8N=1 ZIXLY_REQUIRE_PODMAN=1 $(VENV)/bin/python -m pytest

@@ -8,6 +8,7 @@ webhook with this environment) is in tests/provisioning (the default line throug
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import bcrypt
 import pytest
@@ -120,3 +121,9 @@ def test_the_password_hash_is_bcrypt_and_stable_so_specs_do_not_churn() -> None:
     assert not bcrypt.checkpw(b"Secret-Passw0rd!", first.encode())
     other = password_hash("Another-Passw0rd")
     assert other[:29] != first[:29]  # another password, another salt
+
+
+def test_make_test_installs_the_legacy_line_the_tests_use() -> None:
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    assert f"N8N_LEGACY := {LEGACY_N8N_VERSION}\n" in makefile
+    assert "zixly n8n install --version $(N8N_LEGACY)" in makefile

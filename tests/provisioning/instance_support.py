@@ -116,7 +116,7 @@ class LifecycleEnv:
         row = await self.row(tenant_id)
         key = InstanceSecretBox(self.keyring).open(row, SecretField.API_KEY)
         assert key is not None and row.url is not None
-        return N8nClient(row.url, self.http, api_key=key.reveal())
+        return N8nClient(row.url, self.http, api_key=key.reveal(), version=row.version)
 
     async def workflows(self, tenant_id: uuid.UUID) -> list[tuple[str, bool]]:
         listed = await (await self.api(tenant_id)).all_workflows()
