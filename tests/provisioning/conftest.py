@@ -101,7 +101,7 @@ class Instance:
     secrets: InstanceSecrets
     url: str
     client: N8nClient  # unauthenticated (cookie calls)
-    api: N8nClient  # with the bootstrap's API key
+    api: N8nClient  # with the bootstrap's API key and the owner's session
     boot: BootstrapResult
 
     async def last_execution(self) -> dict[str, Any]:
@@ -131,7 +131,10 @@ async def launch(
     client = N8nClient(status.url, http, version=version)
     boot = await bootstrap_instance(client, secrets, templates, ready_timeout=READY_WITHIN)
     secrets = replace(secrets, api_key=boot.api_key)
-    return Instance(handle, secrets, status.url, client, client.with_api_key(boot.api_key), boot)
+    # With the owner's session, activations wait until a 2.x publish is live.
+    cookie = await client.login(secrets.owner_email, secrets.owner_password)
+    api = client.with_api_key(boot.api_key).with_session(cookie)
+    return Instance(handle, secrets, status.url, client, api, boot)
 
 
 async def remove_all(runtime: InstanceRuntime) -> None:

@@ -115,7 +115,7 @@ async def bootstrap_instance(
     api_key = secrets.api_key
     if api_key is None or not await _key_works(client.with_api_key(api_key)):
         api_key = await _replace_api_key(client, cookie, api_key_label)
-    api = client.with_api_key(api_key)
+    api = client.with_api_key(api_key).with_session(cookie)  # activations wait to be live
     if prepare is not None:
         templates = [*templates, *await prepare(api, cookie)]
         _check_names(templates)
@@ -128,7 +128,7 @@ async def bootstrap_instance(
         workflow = existing.get(name)
         if workflow is None:
             workflow = await api.create_workflow(template)
-            await _activate(api, cookie, str(workflow["id"]))
+            await api.activate_workflow(str(workflow["id"]))
             result.created.append(name)
             result.fingerprints[name] = await _written(api, str(workflow["id"]), wanted)
         else:
@@ -142,12 +142,6 @@ async def _written(api: N8nClient, workflow_id: str, template: str) -> TemplateR
     """The record of what Zixly just wrote: the workflow read back from n8n."""
     stored = await api.get_workflow(workflow_id)
     return TemplateRecord(workflow_id, template, fingerprint(stored))
-
-
-async def _activate(api: N8nClient, cookie: str, workflow_id: str) -> None:
-    """Activate (1.x) or publish and wait until its triggers are live (2.x)."""
-    await api.activate_workflow(workflow_id)
-    await api.wait_published(cookie, workflow_id)
 
 
 async def _converge(
@@ -185,7 +179,7 @@ async def _converge(
             result.fingerprints[name] = await _written(api, workflow_id, wanted)
             return
     if not workflow.get("active"):
-        await _activate(api, cookie, workflow_id)
+        await api.activate_workflow(workflow_id)
 
 
 def _check_names(templates: Sequence[Mapping[str, Any]]) -> None:

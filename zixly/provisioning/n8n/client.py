@@ -63,6 +63,7 @@ class N8nClient:
         retry_for: float = 10.0,
         retry_interval: float = 0.25,
         version: str | None = None,
+        session: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = http
@@ -71,8 +72,17 @@ class N8nClient:
         self._retry_interval = retry_interval
         self.version = version
         self._line: N8nLine | None = line(version) if version else None
+        self._session = session  # the owner's cookie: lets activation wait for publication
 
     def with_api_key(self, api_key: str) -> N8nClient:
+        return self._copy(api_key, self._session)
+
+    def with_session(self, cookie: str) -> N8nClient:
+        """This client, also holding the owner's session: ``activate_workflow`` then
+        returns only once a 2.x publish is live (``wait_published``)."""
+        return self._copy(self._api_key, cookie)
+
+    def _copy(self, api_key: str | None, session: str | None) -> N8nClient:
         return N8nClient(
             self.base_url,
             self._http,
@@ -80,6 +90,7 @@ class N8nClient:
             retry_for=self._retry_for,
             retry_interval=self._retry_interval,
             version=self.version,
+            session=session,
         )
 
     @property
@@ -243,10 +254,13 @@ class N8nClient:
         return _object(await self._request("PUT", path, json=body))
 
     async def activate_workflow(self, workflow_id: str) -> dict[str, Any]:
-        """Activate (1.x) or publish (2.x; its webhooks go live shortly after, see
-        ``wait_published``)."""
+        """Activate (1.x) or publish (2.x: its webhooks go live shortly after; with a session,
+        ``with_session``, this waits for that)."""
         verb = "publish" if self.publishes else "activate"
-        return _object(await self._request("POST", f"/api/v1/workflows/{workflow_id}/{verb}"))
+        done = _object(await self._request("POST", f"/api/v1/workflows/{workflow_id}/{verb}"))
+        if self._session is not None:
+            await self.wait_published(self._session, workflow_id)
+        return done
 
     async def deactivate_workflow(self, workflow_id: str) -> dict[str, Any]:
         verb = "unpublish" if self.publishes else "deactivate"
