@@ -34,7 +34,9 @@ async def tenants(env: LifecycleEnv) -> AsyncIterator[dict[str, uuid.UUID]]:
     installed(LEGACY_N8N_VERSION)
     installed(N8N_VERSION)
     lifecycle = env.lifecycle()
-    made = {v: await env.tenant(f"line {v}") for v in (LEGACY_N8N_VERSION, N8N_VERSION)}
+    made = {
+        v: await env.tenant(f"line-{v.split('.')[0]}") for v in (LEGACY_N8N_VERSION, N8N_VERSION)
+    }
     await asyncio.gather(
         *(lifecycle.provision(t, version=v, templates=[WEBHOOK]) for v, t in made.items())
     )

@@ -393,7 +393,7 @@ class ProcessRuntime(ThreadedRuntime):
 
 def instance_env(spec: Mapping[str, Any], dist: N8nDistribution) -> dict[str, str]:
     """The child's whole environment: defaults < the spec's env < what the runtime owns."""
-    version, port = str(spec["version"]), int(spec["port"])
+    version, port = dist.version, int(spec["port"])  # the n8n that runs decides
     env = {"LANG": "C.UTF-8", **version_env(version, user_folder=str(spec["user_folder"]))}
     memory = spec.get("memory_mb")
     if memory:
