@@ -562,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"{quick.repetitions} repetition, {quick.settle_s:g} s idle before reading memory",
     )
     parser.add_argument("--runtime", choices=(*RUNTIMES, "all"), default="all")
+    parser.add_argument("--version", help=f"n8n version (default {defaults.version})")
     parser.add_argument("--repetitions", type=int, help=f"default {defaults.repetitions}")
     parser.add_argument(
         "--settle", type=float, help=f"idle seconds before reading memory ({defaults.settle_s:g})"
@@ -581,6 +582,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         "results_dir": args.results_dir,
         "runtimes": RUNTIMES if args.runtime == "all" else (args.runtime,),
         "warmup": False if args.no_warmup else None,
+        "version": args.version,
     }
     return replace(config, **{k: v for k, v in chosen.items() if v is not None})
 
