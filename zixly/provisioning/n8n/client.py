@@ -306,17 +306,12 @@ class N8nClient:
                 return
             if state in ("failed", "partial"):
                 errors = [t.get("errorMessage") for t in status.get("triggers", [])]
-                reason = "; ".join(str(e) for e in errors if e)[:_MESSAGE_LIMIT]
-                raise N8nRejectedError(
-                    f"n8n could not publish workflow {workflow_id}: {reason or state}",
-                    status=409,
-                    path=path,
-                )
+                reason = "; ".join(str(e) for e in errors if e)[:_MESSAGE_LIMIT] or state
+                text = f"n8n could not publish workflow {workflow_id}: {reason}"
+                raise N8nRejectedError(text, status=409, path=path)
             if time.monotonic() >= deadline:
-                raise N8nUnavailableError(
-                    f"workflow {workflow_id} not published after {within:.0f}s ({state})",
-                    path=path,
-                )
+                text = f"workflow {workflow_id} not published after {within:.0f}s ({state})"
+                raise N8nUnavailableError(text, path=path)
             await asyncio.sleep(0.1)
 
     # --- tags (public API) ----------------------------------------------------------------------
