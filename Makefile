@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
+# The legacy n8n line the n8n_legacy tests run (zixly.provisioning.n8n.versions.LEGACY_N8N_VERSION;
+# tests/test_n8n_versions.py checks they agree). The default line installs without --version.
+N8N_LEGACY := 1.123.81
 
 .PHONY: dev test lint bench
 
@@ -24,6 +27,7 @@ test: $(STAMP)
 	bash scripts/install-chromium.sh
 	bash scripts/ci-setup-node-clients.sh
 	$(VENV)/bin/zixly n8n install
+	$(VENV)/bin/zixly n8n install --version $(N8N_LEGACY)
 	$(VENV)/bin/zixly n8n image
 	$(VENV)/bin/zixly podman stop
 	bash scripts/ci-setup-kube.sh --wait

@@ -69,7 +69,7 @@ from zixly.provisioning.runtimes.docker import DEPLOYMENT_LABEL, DockerRuntime
 from zixly.provisioning.runtimes.errors import NotInstalledError, RuntimeFailure
 from zixly.provisioning.runtimes.images import image_tag
 from zixly.provisioning.runtimes.podman import PodmanService, podman_available
-from zixly.provisioning.runtimes.process import ENCRYPTION_KEY, ProcessRuntime
+from zixly.provisioning.runtimes.process import ProcessRuntime
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -174,7 +174,7 @@ async def measure_start(
         tenant_id=f"bench-{slug}",
         tenant_slug=slug,
         version=version,
-        env={ENCRYPTION_KEY: owner.encryption_key},
+        env=owner.instance_env(version),
     )
     cpu = _CpuWindow(target.helper_pids)
     clock = _Stopwatch()
@@ -188,7 +188,7 @@ async def measure_start(
         target.seen.update(_tree_of(status.pid))
         if status.state is not RuntimeState.RUNNING or status.url is None:
             raise BenchFailure(f"not running after start ({status.state})")
-        client = N8nClient(status.url, http, retry_interval=PROBE_INTERVAL_S)
+        client = N8nClient(status.url, http, retry_interval=PROBE_INTERVAL_S, version=version)
         await client.wait_ready(ready_within)
         clock.lap("ready")
         active = 0
@@ -562,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"{quick.repetitions} repetition, {quick.settle_s:g} s idle before reading memory",
     )
     parser.add_argument("--runtime", choices=(*RUNTIMES, "all"), default="all")
+    parser.add_argument("--version", help=f"n8n version (default {defaults.version})")
     parser.add_argument("--repetitions", type=int, help=f"default {defaults.repetitions}")
     parser.add_argument(
         "--settle", type=float, help=f"idle seconds before reading memory ({defaults.settle_s:g})"
@@ -581,6 +582,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         "results_dir": args.results_dir,
         "runtimes": RUNTIMES if args.runtime == "all" else (args.runtime,),
         "warmup": False if args.no_warmup else None,
+        "version": args.version,
     }
     return replace(config, **{k: v for k, v in chosen.items() if v is not None})
 

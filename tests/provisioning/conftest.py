@@ -1,8 +1,13 @@
 """Fixtures for real n8n instances run as local processes.
 
 Tests that need n8n are skipped (with the reason) when the pinned version is not installed,
-or fail if ``ZIXLY_REQUIRE_N8N`` is set; CI installs it first with ``zixly n8n install``. Instances are module-scoped: an n8n start
-costs about 5 s, so each module starts its instances once and removes them at its end.
+or fail if ``ZIXLY_REQUIRE_N8N`` is set; CI installs it first with ``zixly n8n install``.
+Instances are module-scoped: an n8n start costs about 5 s, so each module starts its instances
+once and removes them at its end.
+
+The suite runs against the default n8n (``DEFAULT_N8N_VERSION``, 2.x);
+``ZIXLY_TEST_N8N_VERSION=1.123.81`` runs it against another installed version. The
+``n8n_legacy`` tests (test_legacy_n8n.py) always use the legacy line (1.123.x).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ if TYPE_CHECKING:
     from tests.provisioning.instance_support import LifecycleEnv
 
 FIXTURES = Path(__file__).parent / "fixtures"
-N8N_VERSION = DEFAULT_N8N_VERSION
+N8N_VERSION = os.environ.get("ZIXLY_TEST_N8N_VERSION") or DEFAULT_N8N_VERSION
 READY_WITHIN = 120.0
 
 
@@ -59,15 +64,20 @@ def renamed(workflow: dict[str, Any], name: str) -> dict[str, Any]:
     return {**copy.deepcopy(workflow), "name": name}
 
 
-@pytest.fixture(scope="session")
-def n8n_dist() -> N8nDistribution:
+def installed(version: str) -> N8nDistribution:
+    """The installed n8n ``version``; else skip (or fail, with ``ZIXLY_REQUIRE_N8N``)."""
     try:
-        return ensure_n8n(N8N_VERSION, install=False)
+        return ensure_n8n(version, install=False)
     except NotInstalledError:
-        reason = f"n8n {N8N_VERSION} is not installed: run `zixly n8n install` first"
+        reason = f"n8n {version} is not installed: run `zixly n8n install --version {version}`"
         if os.environ.get("ZIXLY_REQUIRE_N8N"):  # CI: a missing install is a failure
             pytest.fail(reason)
         pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def n8n_dist() -> N8nDistribution:
+    return installed(N8N_VERSION)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +101,7 @@ class Instance:
     secrets: InstanceSecrets
     url: str
     client: N8nClient  # unauthenticated (cookie calls)
-    api: N8nClient  # with the bootstrap's API key
+    api: N8nClient  # with the bootstrap's API key and the owner's session
     boot: BootstrapResult
 
     async def last_execution(self) -> dict[str, Any]:
@@ -105,21 +115,26 @@ async def launch(
     http: httpx.AsyncClient,
     slug: str,
     templates: list[dict[str, Any]],
+    *,
+    version: str = N8N_VERSION,
 ) -> Instance:
     secrets = InstanceSecrets.generate(slug)
     spec = InstanceSpec(
         tenant_id=f"tenant-{slug}",
         tenant_slug=slug,
-        version=N8N_VERSION,
-        env={"N8N_ENCRYPTION_KEY": secrets.encryption_key},
+        version=version,
+        env=secrets.instance_env(version),
     )
     handle = await runtime.create(spec)
     status = await runtime.start(handle)
     assert status.state is RuntimeState.RUNNING and status.url is not None
-    client = N8nClient(status.url, http)
+    client = N8nClient(status.url, http, version=version)
     boot = await bootstrap_instance(client, secrets, templates, ready_timeout=READY_WITHIN)
     secrets = replace(secrets, api_key=boot.api_key)
-    return Instance(handle, secrets, status.url, client, client.with_api_key(boot.api_key), boot)
+    # With the owner's session, activations wait until a 2.x publish is live.
+    cookie = await client.login(secrets.owner_email, secrets.owner_password)
+    api = client.with_api_key(boot.api_key).with_session(cookie)
+    return Instance(handle, secrets, status.url, client, api, boot)
 
 
 async def remove_all(runtime: InstanceRuntime) -> None:

@@ -18,7 +18,7 @@ from arq.connections import RedisSettings
 from arq.worker import create_worker
 
 from tests.conftest import World
-from tests.provisioning.conftest import FIXTURES, READY_WITHIN
+from tests.provisioning.conftest import FIXTURES, N8N_VERSION, READY_WITHIN
 from zixly.container import Services
 from zixly.core.queue import deserialize, serialize
 from zixly.core.settings import Settings
@@ -39,7 +39,6 @@ SCHEDULE = str(FIXTURES / "schedule-noop.json")
 WEBHOOK = str(FIXTURES / "webhook-noop.json")
 SCHEDULE_NAME = "Zixly test: hourly no-op"
 WEBHOOK_NAME = "Zixly test: webhook no-op"
-N8N_VERSION = "1.123.81"
 
 
 class Killed(BaseException):
@@ -117,7 +116,7 @@ class LifecycleEnv:
         row = await self.row(tenant_id)
         key = InstanceSecretBox(self.keyring).open(row, SecretField.API_KEY)
         assert key is not None and row.url is not None
-        return N8nClient(row.url, self.http, api_key=key.reveal())
+        return N8nClient(row.url, self.http, api_key=key.reveal(), version=row.version)
 
     async def workflows(self, tenant_id: uuid.UUID) -> list[tuple[str, bool]]:
         listed = await (await self.api(tenant_id)).all_workflows()

@@ -146,9 +146,9 @@ async def tenant(env: LifecycleEnv, capture: Capture) -> Tenant:
     assert row.actual_state is ActualState.RUNNING and row.url is not None
     await store_tokens(env, tenant_id, "xero-at-first")
     owner = managed.secrets.for_bootstrap(row)
-    client = N8nClient(row.url, env.http)
+    client = N8nClient(row.url, env.http, version=row.version)
     cookie = await client.login(owner.owner_email, owner.owner_password)
-    api = await env.api(tenant_id)
+    api = (await env.api(tenant_id)).with_session(cookie)  # activation waits until live
     # The test template, deployed as the lifecycle deploys manifest templates.
     async with env.db.transaction(STAFF) as session:
         values = await tenant_values(session, tenant_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import socket
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from tests.provisioning.conftest import N8N_VERSION
 from zixly.cli.main import main
 from zixly.provisioning.runtimes.distributions import (
     MARKER,
@@ -23,12 +25,14 @@ from zixly.provisioning.runtimes.errors import InstallBusyError, InstallError, N
 from zixly.provisioning.runtimes.locks import file_lock
 from zixly.provisioning.runtimes.progress import RichInstallProgress, describe_npm_line
 
-VERSION = "1.123.81"
+VERSION = N8N_VERSION
 
 
 def test_a_missing_version_is_not_installed_and_nothing_is_written(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    with pytest.raises(NotInstalledError, match=r"zixly n8n install --version 1\.123\.81"):
+    with pytest.raises(
+        NotInstalledError, match=re.escape(f"zixly n8n install --version {VERSION}")
+    ):
         ensure_n8n(VERSION, install=False, cache_dir=cache)
     assert not cache.exists()
 

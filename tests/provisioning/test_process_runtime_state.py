@@ -12,6 +12,8 @@ import psutil
 import pytest
 
 from zixly.n8n_nodes.export import PACKAGE_DIR as NODES_PACKAGE_DIR
+from zixly.provisioning.n8n.versions import SUPPORTED_N8N_VERSIONS
+from zixly.provisioning.n8n.versions import instance_env as version_env
 from zixly.provisioning.runtimes.base import InstanceHandle, InstanceSpec, RuntimeState
 from zixly.provisioning.runtimes.distributions import N8nDistribution, ensure_n8n
 from zixly.provisioning.runtimes.errors import (
@@ -19,7 +21,7 @@ from zixly.provisioning.runtimes.errors import (
     NotInstalledError,
     RuntimeFailure,
 )
-from zixly.provisioning.runtimes.process import HARDENING_ENV, ProcessRuntime, instance_env
+from zixly.provisioning.runtimes.process import ProcessRuntime, instance_env
 
 SPEC = InstanceSpec(
     tenant_id="tenant-1",
@@ -115,14 +117,18 @@ async def test_a_recycled_pid_is_not_taken_for_the_instance(runtime: ProcessRunt
     assert (await runtime.inspect(handle)).state is RuntimeState.RUNNING
 
 
-def test_the_runtime_owns_address_ports_and_folder_in_the_environment(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", SUPPORTED_N8N_VERSIONS)
+def test_the_runtime_owns_address_ports_and_folder_in_the_environment(
+    tmp_path: Path, version: str
+) -> None:
     dist = N8nDistribution(
-        node_bin=tmp_path / "node22" / "bin" / "node",
+        node_bin=tmp_path / "node" / "bin" / "node",
         n8n_bin=tmp_path / "n8n",
-        version="1.123.81",
+        version=version,
         root=tmp_path,
     )
     spec = {
+        "version": version,
         "port": 5701,
         "broker_port": 5702,
         "user_folder": "/data/t1/user",
@@ -130,20 +136,21 @@ def test_the_runtime_owns_address_ports_and_folder_in_the_environment(tmp_path: 
         "env": {
             "N8N_ENCRYPTION_KEY": "k1",
             "N8N_LISTEN_ADDRESS": "0.0.0.0",  # a spec cannot open the instance to the network
-            "N8N_RUNNERS_ENABLED": "false",  # but may change a default
+            "DB_SQLITE_POOL_SIZE": "4",  # but may change a default
         },
     }
     env = instance_env(spec, dist)
+    webhook = "N8N_WEBHOOK_URL" if version.startswith("2.") else "WEBHOOK_URL"
     assert env["N8N_LISTEN_ADDRESS"] == "127.0.0.1"
     assert env["N8N_PORT"] == "5701" and env["N8N_RUNNERS_BROKER_PORT"] == "5702"
-    assert env["WEBHOOK_URL"] == "http://127.0.0.1:5701/"
+    assert env[webhook] == "http://127.0.0.1:5701/"
     assert env["N8N_USER_FOLDER"] == env["HOME"] == "/data/t1/user"
     assert env["N8N_ENCRYPTION_KEY"] == "k1"
-    assert env["N8N_RUNNERS_ENABLED"] == "false"
+    assert env["DB_SQLITE_POOL_SIZE"] == "4"
     assert env["N8N_BLOCK_ENV_ACCESS_IN_NODE"] == "true"
     assert env["NODE_OPTIONS"] == "--max-old-space-size=768"
-    assert env["PATH"].split(os.pathsep)[0] == str(tmp_path / "node22" / "bin")
-    assert set(env) - set(HARDENING_ENV) == {
+    assert env["PATH"].split(os.pathsep)[0] == str(tmp_path / "node" / "bin")
+    assert set(env) - set(version_env(version, user_folder="/data/t1/user")) == {
         "LANG",
         "NODE_OPTIONS",
         "N8N_ENCRYPTION_KEY",
@@ -154,11 +161,13 @@ def test_the_runtime_owns_address_ports_and_folder_in_the_environment(tmp_path: 
         "N8N_HOST",
         "N8N_PORT",
         "N8N_PROTOCOL",
-        "WEBHOOK_URL",
+        webhook,
         "N8N_RUNNERS_BROKER_LISTEN_ADDRESS",
         "N8N_RUNNERS_BROKER_PORT",
         "N8N_CUSTOM_EXTENSIONS",
     }
+    if version.startswith("2."):  # file nodes are held to the instance's files/ folder
+        assert env["N8N_RESTRICT_FILE_ACCESS_TO"] == "/data/t1/user/files"
     # Zixly's community nodes load in every instance (zixly/n8n_nodes/package)
     assert env["N8N_CUSTOM_EXTENSIONS"] == str(NODES_PACKAGE_DIR)
     assert (NODES_PACKAGE_DIR / "package.json").is_file()

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from zixly.provisioning.n8n.versions import line
 from zixly.provisioning.runtimes.distributions import (
     DEFAULT_N8N_VERSION,
     default_cache_dir,
@@ -28,7 +29,8 @@ def add_n8n_commands(sub: Any, console: Console) -> None:
 
     install = n8n_sub.add_parser(
         "install",
-        help="install Node 22 (if needed) and n8n into the cache (ZIXLY_N8N_CACHE_DIR)",
+        help="install n8n and the Node it needs (22 for 1.x, 24 for 2.x) into the cache "
+        "(ZIXLY_N8N_CACHE_DIR)",
     )
     install.add_argument("--version", default=DEFAULT_N8N_VERSION, help="n8n version")
     install.set_defaults(func=lambda args: _install(args, console))
@@ -113,7 +115,7 @@ def _status(args: argparse.Namespace, console: Console) -> int:
         "system node: " + (f"v{system.version} ({system.node_bin})" if system else "not found"),
         soft_wrap=True,
     )
-    node = find_node(cache)
+    node = find_node(cache, major=line(args.version).node_major)
     console.print(
         "node for n8n: " + (f"v{node.version} ({node.node_bin})" if node else "not installed"),
         soft_wrap=True,

@@ -282,9 +282,11 @@ class Settings(BaseSettings):
         default=None, description="Storage class of the tenant volume claims (unset: default)."
     )
     n8n_version: str = Field(
-        default="1.123.81",
+        # zixly.provisioning.n8n.versions.CURRENT_N8N_VERSION (tests check they agree)
+        default="2.41.1",
         pattern=r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$",
-        description="n8n version new tenant instances get.",
+        description="n8n version new tenant instances get (existing instances keep theirs "
+        "until upgraded); 2.41.1 or 1.123.81, see docs/n8n-versions.md.",
     )
     n8n_ready_timeout_seconds: float = Field(
         default=120.0,

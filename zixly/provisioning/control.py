@@ -157,7 +157,11 @@ class TenantN8n:
                 state=row.actual_state.value,
             )
         return N8nClient(
-            row.url, self.http, api_key=key.reveal(), retry_for=TENANT_RETRY_SECONDS
+            row.url,
+            self.http,
+            api_key=key.reveal(),
+            retry_for=TENANT_RETRY_SECONDS,
+            version=row.version,
         ), row
 
     async def workflows(self, tenant_id: uuid.UUID) -> list[dict[str, Any]]:

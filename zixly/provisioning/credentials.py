@@ -116,7 +116,7 @@ async def push_credentials(
         tenant = await tenant_values(session, tenant_id, ingest_url=deps.ingest_url)
         tenant = await with_integration_tokens(session, tenant, deps.keyring)
     owner = InstanceSecretBox(deps.keyring).for_bootstrap(row)
-    client = N8nClient(row.url, deps.http, retry_for=deps.retry_for)
+    client = N8nClient(row.url, deps.http, retry_for=deps.retry_for, version=row.version)
     cookie = await client.login(owner.owner_email, owner.owner_password)
     existing = {
         (str(c.get("name")), str(c.get("type"))): str(c["id"])

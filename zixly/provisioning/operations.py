@@ -28,7 +28,6 @@ from zixly.provisioning.templates import (
 )
 
 STAFF = Scope(tenant_id=None, staff=True)
-ENCRYPTION_KEY_ENV = "N8N_ENCRYPTION_KEY"
 ERROR_LIMIT = 500
 
 Template = str | Path | Mapping[str, Any]

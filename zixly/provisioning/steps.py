@@ -26,7 +26,6 @@ from zixly.provisioning.n8n.client import N8nClient
 from zixly.provisioning.n8n.errors import N8nUnavailableError
 from zixly.provisioning.n8n.fingerprints import records_from_json
 from zixly.provisioning.operations import (
-    ENCRYPTION_KEY_ENV,
     ERROR_LIMIT,
     STAFF,
     HealthCheckError,
@@ -37,6 +36,7 @@ from zixly.provisioning.operations import (
 from zixly.provisioning.preconditions import VersionUnavailableError, ensure_version_runs
 from zixly.provisioning.records import ATTEMPTING, LifecycleBase, utc_now
 from zixly.provisioning.runtimes.base import (
+    VERSION_LABEL,
     InstanceHandle,
     InstanceSpec,
     RuntimeState,
@@ -98,14 +98,16 @@ class LifecycleSteps(LifecycleBase):
         self, row: InstanceRow, *, version: str | None = None
     ) -> tuple[InstanceRow, InstanceHandle]:
         slug = await self._slug(row.tenant_id)
+        version = version or row.version
         spec = InstanceSpec(
             tenant_id=str(row.tenant_id),
             tenant_slug=slug,
-            version=version or row.version,
-            # N8N_PATH: the editor is served behind Zixly's proxy at /editor/<slug>/
+            version=version,
+            # The encryption key, and the owner where n8n takes it from the environment
+            # (2.17+). N8N_PATH: the editor is served behind Zixly's proxy at /editor/<slug>/
             # (zixly/http/editor_proxy.py); n8n rewrites its assets' base path to it.
             env={
-                ENCRYPTION_KEY_ENV: self.secrets.encryption_key(row).reveal(),
+                **self.secrets.for_bootstrap(row).instance_env(version),
                 "N8N_PATH": f"/editor/{slug}/",
             },
             limits=self.limits,
@@ -144,7 +146,8 @@ class LifecycleSteps(LifecycleBase):
             if remaining <= 0:
                 raise HealthCheckError(f"n8n did not become ready within {self.ready_timeout:.0f}s")
             try:
-                await N8nClient(url, self.http).wait_ready(min(3.0, remaining))
+                client = N8nClient(url, self.http, version=handle.labels.get(VERSION_LABEL))
+                await client.wait_ready(min(3.0, remaining))
             except N8nUnavailableError:
                 continue
             health = {"ok": True, "state": current.state.value, "url": url}
@@ -178,7 +181,7 @@ class LifecycleSteps(LifecycleBase):
                 return await deploy_templates(api, cookie, specs, tenant)
 
         result = await bootstrap_instance(
-            N8nClient(row.url, self.http),
+            N8nClient(row.url, self.http, version=row.version),
             self.secrets.for_bootstrap(row),
             workflows,
             ready_timeout=self.ready_timeout,
@@ -369,7 +372,7 @@ class LifecycleSteps(LifecycleBase):
         row, status = await self._start(row, handle)
         row = await self._healthy(row, handle, status)
         assert row.url is not None
-        api = N8nClient(row.url, self.http, api_key=api_key.reveal())
+        api = N8nClient(row.url, self.http, api_key=api_key.reveal(), version=row.version)
         return row, await export_bundle(api, n8n_version=row.version)
 
 

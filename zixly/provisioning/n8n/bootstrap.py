@@ -5,6 +5,11 @@ state: the owner logs in instead of being created, a still-valid API key is kept
 keys with our label are replaced by one new key), and workflows are matched by name, so none
 is created twice; each is activated if it is not active.
 
+Per n8n line (the client's ``version``, zixly.provisioning.n8n.versions): on 1.x the owner is
+created with ``POST /rest/owner/setup``; on 2.17+ n8n creates it from the environment
+(``InstanceSecrets.instance_env``) and bootstrap logs in. On 2.x activation publishes, and
+bootstrap waits until each published workflow's triggers are live before it reports it.
+
 Template upgrades: a workflow that exists already is replaced in place (same id, through the
 public API) only when its template changed since Zixly last wrote it *and* the workflow is
 still exactly what Zixly wrote (zixly.provisioning.n8n.fingerprints); one the customer edited is
@@ -24,8 +29,11 @@ from zixly.core.errors import ValidationError
 from zixly.provisioning.n8n.client import N8nClient
 from zixly.provisioning.n8n.errors import N8nUnauthorizedError
 from zixly.provisioning.n8n.fingerprints import TemplateRecord, fingerprint
+from zixly.provisioning.n8n.owner_env import owner_env
 
 API_KEY_LABEL = "zixly-control-plane"
+ENCRYPTION_KEY_ENV = "N8N_ENCRYPTION_KEY"
+OWNER_NAME = ("Zixly", "Automation")
 # More templates made with the instance's API (and session cookie), e.g. manifest templates
 # whose credentials must exist before they are rendered (zixly.provisioning.templates).
 Prepare = Callable[[N8nClient, str], Awaitable[Sequence[Mapping[str, Any]]]]
@@ -52,6 +60,12 @@ class InstanceSecrets:
     owner_password: str = field(repr=False)
     encryption_key: str = field(repr=False)
     api_key: str | None = field(default=None, repr=False)
+
+    def instance_env(self, version: str) -> dict[str, str]:
+        """The secret part of an instance's environment for n8n ``version``: its encryption
+        key and, where n8n takes it from there (2.17+), its owner."""
+        owner = owner_env(version, self.owner_email, self.owner_password, OWNER_NAME)
+        return {ENCRYPTION_KEY_ENV: self.encryption_key, **owner}
 
     @classmethod
     def generate(cls, tenant_slug: str) -> InstanceSecrets:
@@ -83,19 +97,25 @@ async def bootstrap_instance(
     *,
     ready_timeout: float = 90.0,
     api_key_label: str = API_KEY_LABEL,
-    owner_name: tuple[str, str] = ("Zixly", "Automation"),
+    owner_name: tuple[str, str] = OWNER_NAME,
     prepare: Prepare | None = None,
     recorded: Mapping[str, TemplateRecord] | None = None,
 ) -> BootstrapResult:
     _check_names(templates)
     await client.wait_ready(ready_timeout)
-    cookie = await client.setup_owner(
-        secrets.owner_email, owner_name[0], owner_name[1], secrets.owner_password
-    )
+    if client.owner_from_env:
+        login_within = min(ready_timeout, 30.0)
+        cookie = await client.login(
+            secrets.owner_email, secrets.owner_password, within=login_within
+        )
+    else:
+        cookie = await client.setup_owner(
+            secrets.owner_email, owner_name[0], owner_name[1], secrets.owner_password
+        )
     api_key = secrets.api_key
     if api_key is None or not await _key_works(client.with_api_key(api_key)):
         api_key = await _replace_api_key(client, cookie, api_key_label)
-    api = client.with_api_key(api_key)
+    api = client.with_api_key(api_key).with_session(cookie)  # activations wait to be live
     if prepare is not None:
         templates = [*templates, *await prepare(api, cookie)]
         _check_names(templates)
@@ -112,7 +132,8 @@ async def bootstrap_instance(
             result.created.append(name)
             result.fingerprints[name] = await _written(api, str(workflow["id"]), wanted)
         else:
-            await _converge(api, result, workflow, template, wanted, (recorded or {}).get(name))
+            record = (recorded or {}).get(name)
+            await _converge(api, cookie, result, workflow, template, wanted, record)
         result.workflow_ids[name] = str(workflow["id"])
     return result
 
@@ -125,6 +146,7 @@ async def _written(api: N8nClient, workflow_id: str, template: str) -> TemplateR
 
 async def _converge(
     api: N8nClient,
+    cookie: str,
     result: BootstrapResult,
     workflow: Mapping[str, Any],
     template: Mapping[str, Any],
@@ -152,6 +174,7 @@ async def _converge(
                 # template workflows are kept active (as below); this publishes the new
                 # version where n8n keeps drafts apart from the active version
                 await api.activate_workflow(workflow_id)
+            await api.wait_published(cookie, workflow_id, version_id=updated.get("versionId"))
             result.updated.append(name)
             result.fingerprints[name] = await _written(api, workflow_id, wanted)
             return

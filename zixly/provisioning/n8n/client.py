@@ -1,4 +1,4 @@
-"""The one adapter around an n8n instance's HTTP API (verified against n8n 1.123).
+"""The one adapter around an n8n instance's HTTP API (verified against n8n 1.123 and 2.41).
 
 Two surfaces: the internal ``/rest`` API (owner setup, login, API keys; authenticated by the
 ``n8n-auth`` session cookie) and the public ``/api/v1`` API (workflows, credentials,
@@ -12,6 +12,11 @@ have passed, on that 404, on the "n8n is starting up" page it serves on every pa
 migrates, and on connection errors (the request never reached n8n, so a retry
 cannot do anything twice). Timeouts and other errors mid-request are not retried: a POST may
 have taken effect.
+
+A client made with the instance's ``version`` follows that line (zixly.provisioning.n8n.versions):
+on 2.x activation is ``/publish`` (``/activate`` is deprecated there), a published workflow is
+unpublished before it is deleted, and the owner's session comes from logging in (the owner is
+set from the environment). Without a version it uses the calls both lines answer.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from zixly.provisioning.n8n.errors import (
     N8nUnauthorizedError,
     N8nUnavailableError,
 )
+from zixly.provisioning.n8n.versions import N8nLine, line
 
 AUTH_COOKIE = "n8n-auth"
 API_KEY_HEADER = "X-N8N-API-KEY"
@@ -38,6 +44,7 @@ API_KEY_HEADER = "X-N8N-API-KEY"
 # createdAt, updatedAt, versionId, meta, pinData, shared...) is read-only there.
 WORKFLOW_WRITABLE = ("name", "nodes", "connections", "settings", "staticData")
 _MESSAGE_LIMIT = 300
+_KEYS_PAGE = 250  # n8n 2.x pages GET /rest/api-keys (at most 250 a page)
 
 
 @dataclass(frozen=True)
@@ -55,21 +62,45 @@ class N8nClient:
         api_key: str | None = None,
         retry_for: float = 10.0,
         retry_interval: float = 0.25,
+        version: str | None = None,
+        session: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = http
         self._api_key = api_key
         self._retry_for = retry_for
         self._retry_interval = retry_interval
+        self.version = version
+        self._line: N8nLine | None = line(version) if version else None
+        self._session = session  # the owner's cookie: lets activation wait for publication
 
     def with_api_key(self, api_key: str) -> N8nClient:
+        return self._copy(api_key, self._session)
+
+    def with_session(self, cookie: str) -> N8nClient:
+        """This client, also holding the owner's session: ``activate_workflow`` then
+        returns only once a 2.x publish is live (``wait_published``)."""
+        return self._copy(self._api_key, cookie)
+
+    def _copy(self, api_key: str | None, session: str | None) -> N8nClient:
         return N8nClient(
             self.base_url,
             self._http,
             api_key=api_key,
             retry_for=self._retry_for,
             retry_interval=self._retry_interval,
+            version=self.version,
+            session=session,
         )
+
+    @property
+    def publishes(self) -> bool:
+        """n8n 2.x: activation publishes, and webhooks go live shortly after it."""
+        return self._line is not None and self._line.publishes
+
+    @property
+    def owner_from_env(self) -> bool:
+        return self._line is not None and self._line.owner_from_env
 
     def __repr__(self) -> str:
         return f"N8nClient({self.base_url!r}, api_key={'set' if self._api_key else 'unset'})"
@@ -82,7 +113,7 @@ class N8nClient:
             ("readiness", "GET", "/healthz/readiness"),
             ("public API", "GET", "/api/v1/workflows"),
             # An empty body is rejected (400) without side effects; 404 means not routed yet.
-            ("owner setup route", "POST", "/rest/owner/setup"),
+            ("owner route", "POST", "/rest/login" if self.owner_from_env else "/rest/owner/setup"),
         ]
         for what, method, path in probes:
             last = "no answer"
@@ -121,18 +152,37 @@ class N8nClient:
             return await self.login(email, password)
         return self._take_cookie(response)
 
-    async def login(self, email: str, password: str) -> str:
+    async def login(self, email: str, password: str, *, within: float = 0.0) -> str:
+        """Log in; ``within`` > 0 retries a refused login that long (an owner set from the
+        environment is written while n8n starts, possibly after its routes are up)."""
         body = {"emailOrLdapLoginId": email, "password": password}
-        response = await self._request("POST", "/rest/login", json=body, auth=None)
-        return self._take_cookie(response)
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                response = await self._request("POST", "/rest/login", json=body, auth=None)
+            except N8nUnauthorizedError:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(self._retry_interval)
+                continue
+            return self._take_cookie(response)
 
     async def api_key_scopes(self, cookie: str) -> list[str]:
         data = _data(await self._request("GET", "/rest/api-keys/scopes", cookie=cookie))
         return [str(scope) for scope in data]
 
     async def list_api_keys(self, cookie: str) -> list[dict[str, Any]]:
-        """Keys of the logged-in user (n8n shows them redacted)."""
-        return list(_data(await self._request("GET", "/rest/api-keys", cookie=cookie)))
+        """Keys of the logged-in user (n8n shows them redacted): 1.x answers a list, 2.x
+        pages of ``{"items": [...]}`` (and would list every user's keys to the owner)."""
+        keys: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"ownership": "mine", "take": _KEYS_PAGE, "skip": 0}
+        while True:
+            data = _data(await self._request("GET", "/rest/api-keys", params=params, cookie=cookie))
+            page = data.get("items", []) if isinstance(data, dict) else data
+            keys.extend(k for k in page if isinstance(k, dict))
+            if not isinstance(data, dict) or len(page) < _KEYS_PAGE:
+                return keys
+            params["skip"] += len(page)
 
     async def delete_api_key(self, cookie: str, key_id: str) -> None:
         await self._request("DELETE", f"/rest/api-keys/{key_id}", cookie=cookie)
@@ -204,14 +254,65 @@ class N8nClient:
         return _object(await self._request("PUT", path, json=body))
 
     async def activate_workflow(self, workflow_id: str) -> dict[str, Any]:
-        return _object(await self._request("POST", f"/api/v1/workflows/{workflow_id}/activate"))
+        """Activate (1.x) or publish (2.x: its webhooks go live shortly after; with a session,
+        ``with_session``, this waits for that)."""
+        verb = "publish" if self.publishes else "activate"
+        done = _object(await self._request("POST", f"/api/v1/workflows/{workflow_id}/{verb}"))
+        if self._session is not None:
+            await self.wait_published(self._session, workflow_id)
+        return done
 
     async def deactivate_workflow(self, workflow_id: str) -> dict[str, Any]:
-        path = f"/api/v1/workflows/{workflow_id}/deactivate"
-        return _object(await self._request("POST", path))
+        verb = "unpublish" if self.publishes else "deactivate"
+        return _object(await self._request("POST", f"/api/v1/workflows/{workflow_id}/{verb}"))
 
     async def delete_workflow(self, workflow_id: str) -> None:
-        await self._request("DELETE", f"/api/v1/workflows/{workflow_id}")
+        """Delete; on 2.x a published workflow is unpublished first (n8n refuses otherwise)
+        and the delete waits out the unpublishing (409 "still being unpublished")."""
+        path = f"/api/v1/workflows/{workflow_id}"
+        if not self.publishes:
+            await self._request("DELETE", path)
+            return
+        if (await self.get_workflow(workflow_id)).get("active"):
+            await self.deactivate_workflow(workflow_id)
+        deadline = time.monotonic() + self._retry_for
+        while True:
+            try:
+                await self._request("DELETE", path)
+                return
+            except N8nRejectedError as exc:
+                if exc.status != 409 or time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(self._retry_interval)
+
+    async def wait_published(
+        self, cookie: str, workflow_id: str, within: float = 30.0, *, version_id: Any = None
+    ) -> None:
+        """On 2.x, wait until a publish is live: its triggers (webhooks) are registered.
+
+        n8n 2.x publishes through an outbox: the publish call answers before the webhooks
+        exist (a webhook answers 404 for a moment). ``GET /rest/workflows/<id>/publication-
+        status`` tells when every trigger is activated; with ``version_id``, that version
+        must be the live one. A no-op on 1.x (activation is synchronous there)."""
+        if not self.publishes:
+            return
+        path = f"/rest/workflows/{workflow_id}/publication-status"
+        deadline = time.monotonic() + within
+        while True:
+            status = _data(await self._request("GET", path, cookie=cookie))
+            state = status.get("status") if isinstance(status, dict) else None
+            live = status.get("liveVersionId") if isinstance(status, dict) else None
+            if state == "published" and version_id in (None, live):
+                return
+            if state in ("failed", "partial"):
+                errors = [t.get("errorMessage") for t in status.get("triggers", [])]
+                reason = "; ".join(str(e) for e in errors if e)[:_MESSAGE_LIMIT] or state
+                text = f"n8n could not publish workflow {workflow_id}: {reason}"
+                raise N8nRejectedError(text, status=409, path=path)
+            if time.monotonic() >= deadline:
+                text = f"workflow {workflow_id} not published after {within:.0f}s ({state})"
+                raise N8nUnavailableError(text, path=path)
+            await asyncio.sleep(0.1)
 
     # --- tags (public API) ----------------------------------------------------------------------
     async def all_tags(self) -> list[dict[str, Any]]:

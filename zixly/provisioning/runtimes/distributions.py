@@ -2,7 +2,8 @@
 
 Layout under the cache directory (``ZIXLY_N8N_CACHE_DIR``, default ``~/.cache/zixly/n8n``)::
 
-    node-22/              Node 22 from the npm ``node`` package (only when the system's is older)
+    node-22/, node-24/    Node from the npm ``node`` package (1.123 runs on 22, 2.x on 24;
+                          only when the system's Node is not that major)
     <version>/            a finished n8n install: node_modules/ + the marker file
     <version>.partial/    an install in progress or interrupted; re-running npm continues it
     .locks/               one flock per install, so concurrent installs wait for each other
@@ -11,10 +12,15 @@ An install is finished only when the marker (written last, after ``n8n --version
 the expected version) is in place and ``<version>.partial`` has been renamed to ``<version>``.
 So a crash at any point leaves at most a ``.partial`` directory that the next run resumes.
 
-Why Node 22 from npm: n8n 1.123 declares Node >= 20.19, but its dependency ``isolated-vm``
-6.x does not compile against Node 20's V8. The npm ``node`` package ships a real binary and
-its headers; ``npm_config_nodedir`` points node-gyp at those headers (it would otherwise try
-to download them from outside the registries).
+Why Node from npm: n8n 1.123 declares Node >= 20.19, but its dependency ``isolated-vm``
+6.x does not compile against Node 20's V8; n8n 2.x needs Node >= 24. The npm ``node``
+package ships a real binary and its headers; ``npm_config_nodedir`` points node-gyp at those
+headers (it would otherwise try to download them from outside the registries).
+
+n8n 2.x installs with ``--ignore-scripts`` (an optional Kafka dependency's install script
+downloads from outside the registries), then ``npm rebuild`` of the native modules n8n
+needs to start (``NATIVE_MODULES``). The per-version differences are in
+zixly.provisioning.n8n.versions.
 """
 
 from __future__ import annotations
@@ -34,11 +40,11 @@ from typing import Protocol
 
 from zixly.core.logging import redact_text
 from zixly.core.settings import Settings
+from zixly.provisioning.n8n.versions import CURRENT_N8N_VERSION, line
 from zixly.provisioning.runtimes.errors import InstallBusyError, InstallError, NotInstalledError
 from zixly.provisioning.runtimes.locks import LockTimeout, file_lock
 
-DEFAULT_N8N_VERSION = "1.123.81"
-NODE_MAJOR = 22
+DEFAULT_N8N_VERSION = CURRENT_N8N_VERSION  # what `zixly n8n install` installs by default
 XLSX_OVERRIDE = "0.18.5"  # n8n pins xlsx to a tarball URL outside the registries
 MARKER = ".zixly-installed.json"
 _VERSION = re.compile(r"^\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?$")
@@ -131,7 +137,9 @@ def ensure_n8n(
         found = find_n8n(version, cache)  # another process may have finished meanwhile
         if found is not None:
             return found
-        node = ensure_node(cache, progress=report, lock_timeout=lock_timeout)
+        node = ensure_node(
+            cache, major=line(version).node_major, progress=report, lock_timeout=lock_timeout
+        )
         return _install_n8n(version, cache, node, report)
 
 
@@ -178,46 +186,46 @@ def partial_versions(cache_dir: Path | None = None) -> list[str]:
 def ensure_node(
     cache_dir: Path | None = None,
     *,
+    major: int | None = None,
     progress: InstallProgress | None = None,
     lock_timeout: float | None = None,
 ) -> NodeRuntime:
-    """A Node >= 22 with headers: the system's if it qualifies, else the npm ``node`` package."""
+    """Node ``major`` (default: the default n8n's) with headers: the system's if it is that
+    major, else the npm ``node`` package."""
+    major = major or line(DEFAULT_N8N_VERSION).node_major
     cache = cache_dir or default_cache_dir()
-    found = find_node(cache)
+    found = find_node(cache, major=major)
     if found is not None:
         return found
     report = progress or SilentProgress()
-    with _locked(cache, f"node-{NODE_MAJOR}", report, lock_timeout):
-        found = _cached_node(cache)
+    with _locked(cache, f"node-{major}", report, lock_timeout):
+        found = _cached_node(cache, major)
         if found is not None:
             return found
-        final, partial = _dirs(cache, f"node-{NODE_MAJOR}")
+        final, partial = _dirs(cache, f"node-{major}")
         _reclaim(final, partial)
-        manifest = {
-            "name": "zixly-node",
-            "private": True,
-            "dependencies": {"node": str(NODE_MAJOR)},
-        }
+        manifest = {"name": "zixly-node", "private": True, "dependencies": {"node": str(major)}}
         _write_json(partial / "package.json", manifest)
-        report.phase(f"installing Node {NODE_MAJOR} from npm", watch=partial / "node_modules")
+        report.phase(f"installing Node {major} from npm", watch=partial / "node_modules")
         # The system's npm runs on the system's Node here: the new one does not exist yet.
         run_npm(["install", *_NPM_FLAGS], cwd=partial, env=dict(os.environ), progress=report)
         node = _node_in(partial)
-        if node is None or _major(node.version) != NODE_MAJOR:
-            raise InstallError(f"the npm package node@{NODE_MAJOR} did not produce a usable node")
+        if node is None or _major(node.version) != major:
+            raise InstallError(f"the npm package node@{major} did not produce a usable node")
         _write_json(partial / MARKER, {"node": node.version, "installed_at": _now()})
         partial.rename(final)
-        found = _cached_node(cache)
+        found = _cached_node(cache, major)
         assert found is not None
         return found
 
 
-def find_node(cache_dir: Path | None = None) -> NodeRuntime | None:
-    """The Node that n8n installs use, without installing one."""
+def find_node(cache_dir: Path | None = None, *, major: int | None = None) -> NodeRuntime | None:
+    """The Node that installs of n8n need ``major`` of, without installing one."""
+    major = major or line(DEFAULT_N8N_VERSION).node_major
     system = system_node()
-    if system is not None and _major(system.version) >= NODE_MAJOR and system.headers_dir:
+    if system is not None and _major(system.version) == major and system.headers_dir:
         return system
-    return _cached_node(cache_dir or default_cache_dir())
+    return _cached_node(cache_dir or default_cache_dir(), major)
 
 
 def system_node() -> NodeRuntime | None:
@@ -312,13 +320,17 @@ def _install_n8n(
     }
     _write_json(partial / "package.json", manifest)
     resumed = (partial / "node_modules").is_dir()
+    no_scripts = line(version).ignore_install_scripts
     progress.phase(f"installing n8n {version} from npm", watch=partial / "node_modules")
-    run_npm(["install", *_NPM_FLAGS], cwd=partial, env=node.env(), progress=progress)
-    if resumed:
+    flags = [*_NPM_FLAGS, *(["--ignore-scripts"] if no_scripts else [])]
+    run_npm(["install", *flags], cwd=partial, env=node.env(), progress=progress)
+    if resumed or no_scripts:
         # npm does not re-run install scripts of packages already unpacked, so a run
-        # interrupted while compiling (sqlite3...) would leave them unbuilt.
-        progress.phase("rebuilding native modules (resumed install)")
-        run_npm(["rebuild", *_NPM_FLAGS], cwd=partial, env=node.env(), progress=progress)
+        # interrupted while compiling (sqlite3...) would leave them unbuilt; and without
+        # install scripts only the native modules n8n needs are built.
+        progress.phase("building native modules" + (" (resumed install)" if resumed else ""))
+        modules = list(NATIVE_MODULES) if no_scripts else []
+        run_npm(["rebuild", *modules, *_NPM_FLAGS], cwd=partial, env=node.env(), progress=progress)
     progress.phase(f"checking n8n {version}")
     staged = N8nDistribution(
         node_bin=node.node_bin,
@@ -378,8 +390,8 @@ def _locked(
         raise InstallBusyError(f"another install of {name} holds {exc.path}") from exc
 
 
-def _cached_node(cache: Path) -> NodeRuntime | None:
-    root = cache / f"node-{NODE_MAJOR}"
+def _cached_node(cache: Path, major: int) -> NodeRuntime | None:
+    root = cache / f"node-{major}"
     if not (root / MARKER).is_file():
         return None
     return _node_in(root)

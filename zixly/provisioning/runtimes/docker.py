@@ -60,6 +60,7 @@ from docker.types import Ulimit
 
 from zixly.core.errors import ZixlyError
 from zixly.core.logging import redact_text
+from zixly.provisioning.n8n.versions import instance_env, webhook_env
 from zixly.provisioning.runtimes.base import (
     TENANT_LABEL,
     InstanceHandle,
@@ -70,7 +71,7 @@ from zixly.provisioning.runtimes.base import (
 )
 from zixly.provisioning.runtimes.errors import InstanceNotFoundError, RuntimeFailure
 from zixly.provisioning.runtimes.podman import ULIMIT
-from zixly.provisioning.runtimes.process import ENCRYPTION_KEY, HARDENING_ENV, LISTEN_ADDRESS
+from zixly.provisioning.runtimes.process import ENCRYPTION_KEY, LISTEN_ADDRESS
 
 MANAGED_LABEL = "zixly.managed"
 DEPLOYMENT_LABEL = "zixly.deployment"
@@ -323,8 +324,8 @@ class DockerRuntime(ThreadedRuntime):
         """Keyword arguments of ``containers.create``; the labels carry the digest of the rest."""
         env = {
             "LANG": "C.UTF-8",
-            **HARDENING_ENV,
-            "WEBHOOK_URL": f"http://{LISTEN_ADDRESS}:{port}/",
+            **instance_env(spec.version, user_folder=USER_FOLDER),
+            **webhook_env(spec.version, f"http://{LISTEN_ADDRESS}:{port}/"),
             **{str(k): str(v) for k, v in spec.env.items()},
             # The runtime owns where n8n listens and keeps its data.
             "N8N_PORT": str(CONTAINER_PORT),

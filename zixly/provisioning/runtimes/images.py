@@ -5,7 +5,7 @@ build a stand-in from what the machine can get: Debian packages (debootstrap) an
 registry (``ensure_n8n``). Two steps, both through the configured engine's API:
 
 1. import: one tar stream, made by GNU tar straight from the directories, of a prepared
-   Debian rootfs + Node 22 (``/usr/local/bin/node``) + the n8n tree (``/opt/n8n``), imported
+   Debian rootfs + the Node the install used (22 or 24; ``/usr/local/bin/node``) + the n8n tree (``/opt/n8n``), imported
    as ``localhost/zixly/n8n-rootfs:<version>``. No build context and no COPY, so the 1.8 GB
    tree moves once (a COPY build sends it as a context and then copies it into a layer).
 2. build: ``infra/n8n/Containerfile.local`` ``FROM`` that image; it adds Zixly's community

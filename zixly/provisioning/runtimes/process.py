@@ -16,8 +16,9 @@ Every instance loads Zixly's n8n nodes (``zixly/n8n_nodes/package``) through
 
 n8n runs in its own session (process group) because it spawns task-runner children; ``stop``
 signals the whole group, SIGTERM first and SIGKILL after the grace period. The child gets a
-fresh environment (not ours, which holds Zixly's own secrets) with Node 22 first on PATH, since
-n8n starts its task runner as plain ``node``.
+fresh environment (not ours, which holds Zixly's own secrets) with the install's Node first on
+PATH, since n8n starts its task runner as plain ``node``. What the environment holds per n8n
+version is in zixly.provisioning.n8n.versions.
 
 Limits: ``memory_mb`` caps the V8 heap (``--max-old-space-size``, 3/4 of it); a process runtime
 cannot enforce CPU shares, so ``cpus`` is recorded only. Use the container runtime for hard
@@ -45,6 +46,8 @@ from typing import Any
 import psutil
 
 from zixly.n8n_nodes.export import PACKAGE_DIR as NODES_PACKAGE_DIR
+from zixly.provisioning.n8n.versions import FILES_FOLDER, webhook_env
+from zixly.provisioning.n8n.versions import instance_env as version_env
 from zixly.provisioning.runtimes.base import (
     InstanceHandle,
     InstanceSpec,
@@ -59,17 +62,6 @@ from zixly.provisioning.runtimes.locks import LockTimeout, file_lock
 
 LISTEN_ADDRESS = "127.0.0.1"
 ENCRYPTION_KEY = "N8N_ENCRYPTION_KEY"
-HARDENING_ENV: Mapping[str, str] = {
-    "N8N_DIAGNOSTICS_ENABLED": "false",
-    "N8N_PERSONALIZATION_ENABLED": "false",
-    "N8N_VERSION_NOTIFICATIONS_ENABLED": "false",
-    "N8N_SECURE_COOKIE": "false",  # plain http on loopback
-    "N8N_RUNNERS_ENABLED": "true",
-    "N8N_BLOCK_ENV_ACCESS_IN_NODE": "true",
-    "DB_SQLITE_POOL_SIZE": "2",
-    "N8N_GIT_NODE_DISABLE_BARE_REPOS": "true",
-    "N8N_ENFORCE_SETTINGS_FILE_PERMISSIONS": "true",
-}
 _INSTANCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _LOCK_TIMEOUT = 120.0
 
@@ -155,6 +147,7 @@ class ProcessRuntime(ThreadedRuntime):
             previous = self._read(instance_id, "spec.json") or {}
             user_folder = Path(spec.data_path or directory / "user").resolve()
             user_folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            (user_folder / FILES_FOLDER).mkdir(exist_ok=True, mode=0o700)  # 2.x file nodes
             port = spec.port or previous.get("port") or self._free_port(exclude=instance_id)
             broker = previous.get("broker_port") or self._free_port(
                 exclude=instance_id, also={port}
@@ -400,12 +393,12 @@ class ProcessRuntime(ThreadedRuntime):
 
 def instance_env(spec: Mapping[str, Any], dist: N8nDistribution) -> dict[str, str]:
     """The child's whole environment: defaults < the spec's env < what the runtime owns."""
-    env: dict[str, str] = {"LANG": "C.UTF-8", **HARDENING_ENV}
+    version, port = dist.version, int(spec["port"])  # the n8n that runs decides
+    env = {"LANG": "C.UTF-8", **version_env(version, user_folder=str(spec["user_folder"]))}
     memory = spec.get("memory_mb")
     if memory:
         env["NODE_OPTIONS"] = f"--max-old-space-size={max(64, int(memory) * 3 // 4)}"
     env.update({str(k): str(v) for k, v in dict(spec.get("env", {})).items()})
-    port = int(spec["port"])
     env.update(
         {
             "PATH": os.pathsep.join([str(dist.node_bin.parent), "/usr/local/bin:/usr/bin:/bin"]),
@@ -415,7 +408,7 @@ def instance_env(spec: Mapping[str, Any], dist: N8nDistribution) -> dict[str, st
             "N8N_HOST": LISTEN_ADDRESS,
             "N8N_PORT": str(port),
             "N8N_PROTOCOL": "http",
-            "WEBHOOK_URL": f"http://{LISTEN_ADDRESS}:{port}/",
+            **webhook_env(version, f"http://{LISTEN_ADDRESS}:{port}/"),
             "N8N_RUNNERS_BROKER_LISTEN_ADDRESS": LISTEN_ADDRESS,
             "N8N_RUNNERS_BROKER_PORT": str(spec["broker_port"]),
             # Zixly's community nodes (zixly/n8n_nodes/package) load in every instance; a
@@ -476,4 +469,4 @@ def _parse_time(value: object) -> datetime | None:
         return None
 
 
-__all__ = ["HARDENING_ENV", "ProcessRuntime", "ResourceLimits", "installed_only", "instance_env"]
+__all__ = ["ProcessRuntime", "ResourceLimits", "installed_only", "instance_env"]
