@@ -28,6 +28,7 @@ from lightkube.resources.core_v1 import (
     Service,
 )
 from lightkube.resources.networking_v1 import NetworkPolicy
+from lightkube.resources.storage_v1 import StorageClass
 
 import zixly.provisioning.runtimes.kube_objects as objects
 from tests import kube
@@ -65,7 +66,19 @@ async def runtime(kube_client: AsyncClient, kwok_node: str) -> KubernetesRuntime
 
 
 async def _volume(client: AsyncClient) -> None:
-    """A statically provisioned volume for one claim (no storage provisioner runs here)."""
+    """A statically provisioned volume for one claim (no storage provisioner runs here),
+    of a storage class whose claims the volume controller binds to such volumes."""
+    try:
+        await client.create(
+            StorageClass(
+                metadata=ObjectMeta(name=STORAGE_CLASS),
+                provisioner="kubernetes.io/no-provisioner",
+                volumeBindingMode="Immediate",
+            )
+        )
+    except ApiError as exc:
+        if exc.status.code != 409:
+            raise
     await client.create(
         PersistentVolume(
             metadata=ObjectMeta(name=f"pv-{uuid.uuid4().hex[:8]}"),
