@@ -178,6 +178,12 @@ def configure_logging(
     for old in [h for h in root.handlers if h.get_name() == _BRIDGE]:
         root.removeHandler(old)
     root.addHandler(handler)
+    # uvicorn's own logging config (dictConfig, if a server was configured with it) gives
+    # its loggers handlers of their own and stops them propagating: route them here too.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        server_logger = logging.getLogger(name)
+        server_logger.handlers.clear()
+        server_logger.propagate = True
     # GraphQL errors are the client's (answered with their code) or logged once, with the
     # request id, by MaskUnexpectedErrors; strawberry's own copy of each (with the
     # client's values and a traceback) is not wanted.

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -114,7 +116,10 @@ async def in_process_worker(
     """The arq worker ``zixly worker`` runs, on this event loop (signals stay with the API
     server, which stops everything in order). ``runtime``: the instance runtime its jobs use
     (default: the configured one); ``crons=False``: only the jobs it is given."""
-    overrides: dict[str, Any] = {} if crons else {"cron_jobs": []}
+    # Fresh copies of the cron jobs: arq keeps each one's next run time on the CronJob itself,
+    # so workers of one process would otherwise share (and compare) each other's.
+    fresh = [dataclasses.replace(job, next_run=None) for job in WorkerSettings.cron_jobs]
+    overrides: dict[str, Any] = {"cron_jobs": fresh if crons else []}
     worker = create_worker(
         WorkerSettings,  # type: ignore[arg-type]
         redis_settings=RedisSettings.from_dsn(endpoints.redis_url),
@@ -135,7 +140,10 @@ async def in_process_worker(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await worker.close()
+        with warnings.catch_warnings():
+            # arq 0.28 closes its pool with redis-py's deprecated close(): arq's, not ours.
+            warnings.filterwarnings("ignore", "Call to deprecated close", DeprecationWarning)
+            await worker.close()
 
 
 @dataclass(frozen=True)
