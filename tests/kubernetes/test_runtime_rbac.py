@@ -3,6 +3,7 @@ tenants, and the API server refuses it everything else."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -41,9 +42,26 @@ async def runtime_client(kube_env: kube.KubeTestEnv) -> AsyncIterator[AsyncClien
     assert issued.status is not None
     config = kube.token_config(kube_env.server, kube_env.ca, issued.status.token)
     client = AsyncClient(config=config, field_manager="zixly")
+    await _policy_in_force(client)
     yield client
     await client.close()
     await admin.close()
+
+
+async def _policy_in_force(client: AsyncClient) -> None:
+    """A new ValidatingAdmissionPolicy takes a moment to be enforced: until then the account
+    could do what the policy forbids. Wait until a dry run of a forbidden request is refused
+    by it (dry runs pass through admission and change nothing)."""
+    probe = Namespace(metadata=ObjectMeta(name=f"probe-{uuid.uuid4().hex[:6]}"))
+    for _ in range(150):
+        try:
+            await client.create(probe, dry_run=True)
+        except ApiError as exc:
+            if "zixly.managed" in (exc.status.message or ""):
+                return
+            raise
+        await asyncio.sleep(0.2)
+    pytest.fail("the runtime's admission policy was never enforced")
 
 
 async def test_the_runtime_runs_tenants_with_its_own_account(
