@@ -12,6 +12,7 @@ from rich.console import Console
 from zixly.cli.graphiql import add_graphiql_commands
 from zixly.cli.keys import add_key_commands
 from zixly.cli.n8n import add_n8n_commands
+from zixly.cli.serve import add_serve_command
 from zixly.cli.tenants import add_tenant_commands
 from zixly.cli.warehouse import add_warehouse_commands
 from zixly.core.errors import ZixlyError
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and the crons (reconciler, token refresh, sync-health monitor, export purge)",
     )
     worker.set_defaults(func=_cmd_worker)
+    add_serve_command(sub)
 
     reconcile = sub.add_parser(
         "reconcile", help="compare n8n instances with the database once and repair drift"
