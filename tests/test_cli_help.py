@@ -42,7 +42,7 @@ def test_every_command_is_seen() -> None:
     top = {path[0] for path in COMMANDS}
     assert top == {
         "dev", "token", "db", "schema", "n8n", "podman", "tenant", "keys", "worker",
-        "reconcile", "sandbox", "graphiql",
+        "reconcile", "sandbox", "graphiql", "serve",
     }  # fmt: skip
     assert len(COMMANDS) > 30
 

@@ -18,6 +18,7 @@ from lightkube.models.core_v1 import (
     PodSpec,
     PodTemplateSpec,
     ResourceQuotaSpec,
+    ResourceRequirements,
 )
 from lightkube.models.meta_v1 import LabelSelector, ObjectMeta
 from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
@@ -109,27 +110,31 @@ async def test_a_resource_quota_is_enforced(kube_client: AsyncClient) -> None:
     await kube_client.create(
         ResourceQuota(
             metadata=ObjectMeta(name="quota", namespace=namespace),
-            spec=ResourceQuotaSpec(hard={"configmaps": "2"}),  # kube-root-ca.crt is one
+            spec=ResourceQuotaSpec(hard={"requests.memory": "64Mi", "limits.memory": "64Mi"}),
         )
     )
-    for _ in range(100):  # until the quota controller has counted what is there
+
+    def pod(name: str, memory: str) -> Pod:
+        resources = ResourceRequirements(requests={"memory": memory}, limits={"memory": memory})
+        spec = PodSpec(containers=[Container(name="main", image="x", resources=resources)])
+        return Pod(metadata=ObjectMeta(name=name, namespace=namespace), spec=spec)
+
+    for _ in range(100):  # until the quota controller has set its status
         quota = await kube_client.get(ResourceQuota, "quota", namespace=namespace)
-        if quota.status and quota.status.used and quota.status.used.get("configmaps") == "1":
+        if quota.status and quota.status.hard:
             break
         await asyncio.sleep(0.1)
-    await asyncio.sleep(1)  # and until the admission plugin's cache has that status
-    for attempt in range(50):
-        try:
-            await kube_client.create(
-                ConfigMap(metadata=ObjectMeta(name=f"c{attempt}", namespace=namespace))
-            )
-        except ApiError as refused:
-            assert refused.status.code == 403 and "exceeded quota" in (refused.status.message or "")
-            break
-    else:
-        pytest.fail("the quota never refused a ConfigMap")
-    names = [c.metadata.name async for c in kube_client.list(ConfigMap, namespace=namespace)]
-    assert len(names) <= 2
+    with pytest.raises(ApiError) as refused:
+        await kube_client.create(pod("too-big", "128Mi"))
+    assert refused.value.status.code == 403
+    assert "exceeded quota" in (refused.value.status.message or "")
+    await kube_client.create(pod("fits", "32Mi"))
+    # A pod without memory limits is refused too: the quota requires them.
+    with pytest.raises(ApiError) as refused:
+        await kube_client.create(
+            Pod(metadata=ObjectMeta(name="unlimited", namespace=namespace), spec=_pod_spec())
+        )
+    assert refused.value.status.code == 403
 
 
 async def test_rbac_holds_a_service_account_to_its_role(
