@@ -31,7 +31,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import math
 import os
 import platform
@@ -45,7 +44,7 @@ import tracemalloc
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +54,14 @@ import psutil
 from lightkube import ApiError, AsyncClient, KubeConfig
 from lightkube.models.core_v1 import HostPathVolumeSource, PersistentVolumeSpec
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import PersistentVolume, Pod
+from lightkube.resources.core_v1 import Node, PersistentVolume, Pod
 from lightkube.resources.storage_v1 import StorageClass
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from rich.console import Console
-from rich.table import Table
 
 import zixly.provisioning.runtimes.kube_objects as objects
+from bench.fleet_report import FleetReport, Pass, print_report
 from bench.harness import console as make_console
 from bench.harness import interrupted, on_embedded_stack, run
 from bench.procstat import snapshot, tree_cpu
@@ -81,8 +80,9 @@ from zixly.security.crypto import Keyring, key_entry
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
-SLUG_PREFIX = "fleet-"
+SLUG_PREFIX = "fleet-bench-"
 STORAGE_CLASS = "zixly-fleet"
+NODE_PREFIX = "kwok-fleet-"
 NODE_CPUS = 64  # what infra/k8s/testenv/kwok-stages.yaml gives a KWOK node
 RSS_SAMPLE_S = 0.02
 QUIET_WINDOW_S = 2.0
@@ -102,75 +102,6 @@ class FleetConfig:
 
 
 QUICK = FleetConfig(sizes=(4, 12), register_concurrency=4)
-
-
-@dataclass
-class Pass:
-    tenants: int
-    running: int
-    stopped: int
-    nodes: int
-    wall_s: float
-    cpu_s: float
-    rss_before_mb: float
-    rss_peak_mb: float
-    tracemalloc_peak_mb: float | None
-    server_reads: int  # GET + LIST in apiserver_request_total
-    server_all: int  # every verb (controllers and KWOK included)
-    client_calls: int  # requests lightkube's client sent
-    server_by_call: dict[str, int]
-    apiserver_cpu_s: float | None
-    etcd_cpu_s: float | None
-    counts: dict[str, int]
-    register_s: float
-
-    def per_tenant(self, value: float) -> float:
-        return value / self.tenants if self.tenants else 0.0
-
-
-@dataclass
-class FleetReport:
-    started_at: str
-    config: dict[str, Any]
-    passes: list[Pass] = field(default_factory=list)
-    health_probe: str = ""
-    machine: dict[str, Any] = field(default_factory=dict)
-
-    def growth(self) -> dict[str, float | None]:
-        if len(self.passes) < 2:
-            return {}
-        a, b = self.passes[0], self.passes[-1]
-
-        def ratio(x: float | None, y: float | None) -> float | None:
-            return round(y / x, 2) if x and y is not None else None
-
-        return {
-            "tenants": ratio(a.tenants, b.tenants),
-            "wall_s": ratio(a.wall_s, b.wall_s),
-            "cpu_s": ratio(a.cpu_s, b.cpu_s),
-            "server_reads": ratio(a.server_reads, b.server_reads),
-            "server_reads_per_tenant": ratio(
-                a.per_tenant(a.server_reads), b.per_tenant(b.server_reads)
-            ),
-            "rss_growth_mb": ratio(
-                a.rss_peak_mb - a.rss_before_mb, b.rss_peak_mb - b.rss_before_mb
-            ),
-            "tracemalloc_peak_mb": ratio(a.tracemalloc_peak_mb, b.tracemalloc_peak_mb),
-        }
-
-    def write(self, directory: Path, stamp: str) -> Path:
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"fleet-{stamp}.json"
-        body = {
-            "started_at": self.started_at,
-            "config": self.config,
-            "health_probe": self.health_probe,
-            "machine": self.machine,
-            "passes": [asdict(p) for p in self.passes],
-            "growth": self.growth(),
-        }
-        path.write_text(json.dumps(body, indent=2, default=str))
-        return path
 
 
 # --- the API server's own count -----------------------------------------------------------------
@@ -268,7 +199,7 @@ class Fleet:
         )
         wanted = max(2, math.ceil(tenants * cpus / (NODE_CPUS * 0.9)) + 1)
         while self.nodes < wanted:
-            await kube.add_kwok_node(self.admin, f"kwok-fleet-{self.nodes:03d}")
+            await kube.add_kwok_node(self.admin, f"{NODE_PREFIX}{self.nodes:03d}")
             self.nodes += 1
 
     async def register(self, count: int, config: FleetConfig) -> float:
@@ -440,6 +371,27 @@ async def measure(
     )
 
 
+async def _clean_rows(owner: asyncpg.Pool) -> None:
+    tenants = "SELECT id FROM tenants WHERE slug LIKE $1"
+    await owner.execute(
+        f"DELETE FROM n8n_instances WHERE tenant_id IN ({tenants})", f"{SLUG_PREFIX}%"
+    )
+    await owner.execute("DELETE FROM tenants WHERE slug LIKE $1", f"{SLUG_PREFIX}%")
+
+
+async def _clean_cluster(admin: AsyncClient, runtime: KubernetesRuntime) -> None:
+    for handle in await runtime.list_managed():
+        await runtime.remove(handle)
+    async for volume in admin.list(PersistentVolume):
+        name = volume.metadata.name if volume.metadata else None
+        if name and name.startswith(f"pv-{SLUG_PREFIX}"):
+            await admin.delete(PersistentVolume, name)
+    async for node in admin.list(Node):
+        name = node.metadata.name if node.metadata else None
+        if name and name.startswith(NODE_PREFIX):
+            await admin.delete(Node, name)
+
+
 async def _storage(admin: AsyncClient) -> None:
     try:
         await admin.create(
@@ -455,8 +407,16 @@ async def _storage(admin: AsyncClient) -> None:
 
 
 async def run_benchmark(
-    config: FleetConfig, endpoints: Endpoints, workdir: Path, console: Console
+    config: FleetConfig,
+    endpoints: Endpoints,
+    env: kube.KubeTestEnv,
+    console: Console,
+    *,
+    clean_cluster: bool = False,
 ) -> FleetReport:
+    """Measure on a running control plane and stack; the fleet's rows and tenants are
+    deleted at the end, and with ``clean_cluster`` (a shared control plane) its namespaces,
+    volumes and nodes too."""
     started = dt.datetime.now(dt.UTC)
     report = FleetReport(
         started_at=started.isoformat(timespec="seconds"),
@@ -469,9 +429,6 @@ async def run_benchmark(
         },
     )
     settings = Settings()
-    with console.status("starting the Kubernetes control plane"):
-        env = kube.KubeTestEnv(workdir / "kube")
-        await asyncio.to_thread(env.start)
     db = Database(create_engine(endpoints.database_url, settings), settings)
     redis = Redis.from_url(endpoints.redis_url)
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
@@ -516,7 +473,10 @@ async def run_benchmark(
                 f"{size} tenants: pass {result.wall_s:.2f} s, {result.per_tenant(result.server_reads):.2f} API reads per tenant, worker CPU {result.cpu_s:.2f} s"
             )
     finally:
-        with console.status("stopping the control plane"):
+        with console.status("removing the fleet"):
+            if clean_cluster:
+                await _clean_cluster(admin, runtime)
+            await _clean_rows(owner)
             await metrics.close()
             await client.close()
             await admin.close()
@@ -524,83 +484,10 @@ async def run_benchmark(
             await http.aclose()
             await redis.aclose()
             await db.dispose()
-            await asyncio.to_thread(env.stop)
     print_report(report, console)
     path = report.write(config.results_dir, started.strftime("%Y%m%dT%H%M%SZ"))
     console.print(f"results: {path}", soft_wrap=True)
     return report
-
-
-def print_report(report: FleetReport, console: Console) -> None:
-    cost = Table(title="one reconciler pass over the fleet (kubernetes runtime, KWOK nodes): cost")
-    for column in (
-        "tenants",
-        "running/stopped",
-        "nodes",
-        "pass s",
-        "ms/tenant",
-        "worker CPU s",
-        "CPU ms/tenant",
-        "RSS MB before",
-        "RSS peak",
-        "tracemalloc peak MB",
-        "outcome",
-    ):
-        cost.add_column(column, justify="right")
-    calls = Table(title="API calls of the pass")
-    for column in (
-        "tenants",
-        "server GET+LIST",
-        "per tenant",
-        "client requests",
-        "per tenant",
-        "all verbs (controllers too)",
-        "apiserver CPU s",
-        "etcd CPU s",
-    ):
-        calls.add_column(column, justify="right")
-    for p in report.passes:
-        cost.add_row(
-            str(p.tenants),
-            f"{p.running}/{p.stopped}",
-            str(p.nodes),
-            f"{p.wall_s:.2f}",
-            f"{1000 * p.per_tenant(p.wall_s):.1f}",
-            f"{p.cpu_s:.2f}",
-            f"{1000 * p.per_tenant(p.cpu_s):.1f}",
-            f"{p.rss_before_mb:.0f}",
-            f"{p.rss_peak_mb:.0f}",
-            "n/a" if p.tracemalloc_peak_mb is None else f"{p.tracemalloc_peak_mb:.1f}",
-            " ".join(f"{k}={v}" for k, v in sorted(p.counts.items())),
-        )
-        calls.add_row(
-            str(p.tenants),
-            str(p.server_reads),
-            f"{p.per_tenant(p.server_reads):.2f}",
-            str(p.client_calls),
-            f"{p.per_tenant(p.client_calls):.2f}",
-            str(p.server_all),
-            f"{p.apiserver_cpu_s}",
-            f"{p.etcd_cpu_s}",
-        )
-    console.print(cost)
-    console.print(calls)
-    for p in report.passes:
-        top = ", ".join(f"{k}: {v}" for k, v in list(p.server_by_call.items())[:8])
-        console.print(f"{p.tenants} tenants, apiserver_request_total delta: {top}", soft_wrap=True)
-        console.print(f"{p.tenants} tenants registered in {p.register_s} s (not part of the pass)")
-    growth = report.growth()
-    if growth:
-        console.print(
-            "growth, last size vs first: " + ", ".join(f"{k} x{v}" for k, v in growth.items()),
-            soft_wrap=True,
-        )
-    console.print(f"health probe: {report.health_probe}", soft_wrap=True)
-    m = report.machine
-    console.print(
-        f"machine: {m.get('nproc')} cores, {m.get('platform')}, load {m.get('loadavg_at_start')}",
-        soft_wrap=True,
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -642,11 +529,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="zixly-bench-fleet-"))
     try:
-        run(
-            on_embedded_stack(
-                workdir / "stack", console, lambda e: run_benchmark(config, e, workdir, console)
+        with console.status("starting the Kubernetes control plane"):
+            env = kube.KubeTestEnv(workdir / "kube")
+            env.start()
+        try:
+            run(
+                on_embedded_stack(
+                    workdir / "stack", console, lambda e: run_benchmark(config, e, env, console)
+                )
             )
-        )
+        finally:
+            env.stop()
     except KeyboardInterrupt:
         return interrupted(console, "the control plane")
     finally:
