@@ -51,11 +51,8 @@ from typing import Any
 import asyncpg
 import httpx
 import psutil
-from lightkube import ApiError, AsyncClient, KubeConfig
-from lightkube.models.core_v1 import HostPathVolumeSource, PersistentVolumeSpec
-from lightkube.models.meta_v1 import ObjectMeta
+from lightkube import AsyncClient, KubeConfig
 from lightkube.resources.core_v1 import Node, PersistentVolume, Pod
-from lightkube.resources.storage_v1 import StorageClass
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from rich.console import Console
@@ -243,17 +240,13 @@ class Fleet:
                 )
             )
         )
-        await self.admin.create(
-            PersistentVolume(
-                metadata=ObjectMeta(name=f"pv-{slug}"),
-                spec=PersistentVolumeSpec(
-                    capacity={"storage": self.runtime.layout.storage},
-                    accessModes=["ReadWriteOnce"],
-                    storageClassName=STORAGE_CLASS,
-                    persistentVolumeReclaimPolicy="Delete",
-                    hostPath=HostPathVolumeSource(path=f"/tmp/zixly-fleet/{slug}"),
-                ),
-            )
+        await kube.static_volume(
+            self.admin,
+            STORAGE_CLASS,
+            f"pv-{slug}",
+            (self.runtime.layout.namespace(slug), objects.CLAIM),
+            size=self.runtime.layout.storage,
+            reclaim="Delete",
         )
         life = self.lifecycle
         desired = DesiredState.STOPPED if stopped else DesiredState.RUNNING
@@ -392,20 +385,6 @@ async def _clean_cluster(admin: AsyncClient, runtime: KubernetesRuntime) -> None
             await admin.delete(Node, name)
 
 
-async def _storage(admin: AsyncClient) -> None:
-    try:
-        await admin.create(
-            StorageClass(
-                metadata=ObjectMeta(name=STORAGE_CLASS),
-                provisioner="kubernetes.io/no-provisioner",
-                volumeBindingMode="Immediate",
-            )
-        )
-    except ApiError as exc:
-        if exc.status.code != 409:
-            raise
-
-
 async def run_benchmark(
     config: FleetConfig,
     endpoints: Endpoints,
@@ -456,7 +435,7 @@ async def run_benchmark(
             "inspected only ('ok')"
         )
         count = ClientCount(client)
-        await _storage(admin)
+        await kube.local_storage_class(admin, STORAGE_CLASS)
         for size in config.sizes:
             more = size - fleet.tenants
             with console.status(
