@@ -83,6 +83,61 @@ async def add_kwok_node(client: Any, name: str) -> None:
     await client.patch(Node, name, {"spec": {"taints": None}})
 
 
+async def local_storage_class(client: Any, name: str) -> None:
+    """A storage class without a provisioner whose claims the volume controller binds at
+    once to statically created volumes (``static_volume``): no storage provisioner runs here."""
+    from lightkube import ApiError
+    from lightkube.models.meta_v1 import ObjectMeta
+    from lightkube.resources.storage_v1 import StorageClass
+
+    try:
+        await client.create(
+            StorageClass(
+                metadata=ObjectMeta(name=name),
+                provisioner="kubernetes.io/no-provisioner",
+                volumeBindingMode="Immediate",
+            )
+        )
+    except ApiError as exc:
+        if exc.status.code != 409:
+            raise
+
+
+async def static_volume(
+    client: Any,
+    storage_class: str,
+    name: str,
+    claim: tuple[str, str],
+    *,
+    size: str = "1Gi",
+    reclaim: str = "Retain",
+) -> None:
+    """One volume of ``storage_class`` reserved for one claim (namespace, name), so that no
+    other pending claim of the class (a namespace still terminating) takes it; a host path
+    nothing writes (KWOK)."""
+    from lightkube.models.core_v1 import (
+        HostPathVolumeSource,
+        ObjectReference,
+        PersistentVolumeSpec,
+    )
+    from lightkube.models.meta_v1 import ObjectMeta
+    from lightkube.resources.core_v1 import PersistentVolume
+
+    await client.create(
+        PersistentVolume(
+            metadata=ObjectMeta(name=name),
+            spec=PersistentVolumeSpec(
+                capacity={"storage": size},
+                accessModes=["ReadWriteOnce"],
+                storageClassName=storage_class,
+                persistentVolumeReclaimPolicy=reclaim,
+                claimRef=ObjectReference(namespace=claim[0], name=claim[1]),
+                hostPath=HostPathVolumeSource(path=f"/tmp/zixly-pv-{name}"),
+            ),
+        )
+    )
+
+
 def token_config(server: str, ca: Path, token: str, namespace: str = "default") -> Any:
     """A lightkube KubeConfig for a bearer token (a ServiceAccount's)."""
     from lightkube import KubeConfig

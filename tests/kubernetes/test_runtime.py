@@ -13,14 +13,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 from lightkube import ApiError, AsyncClient
-from lightkube.models.core_v1 import HostPathVolumeSource, PersistentVolumeSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.core_v1 import (
     ConfigMap,
     LimitRange,
     Namespace,
-    PersistentVolume,
     PersistentVolumeClaim,
     Pod,
     ResourceQuota,
@@ -28,7 +26,6 @@ from lightkube.resources.core_v1 import (
     Service,
 )
 from lightkube.resources.networking_v1 import NetworkPolicy
-from lightkube.resources.storage_v1 import StorageClass
 
 import zixly.provisioning.runtimes.kube_objects as objects
 from tests import kube
@@ -65,31 +62,12 @@ async def runtime(kube_client: AsyncClient, kwok_node: str) -> KubernetesRuntime
     return KubernetesRuntime(kube_client, layout, stop_timeout=30)
 
 
-async def _volume(client: AsyncClient) -> None:
-    """A statically provisioned volume for one claim (no storage provisioner runs here),
-    of a storage class whose claims the volume controller binds to such volumes."""
-    try:
-        await client.create(
-            StorageClass(
-                metadata=ObjectMeta(name=STORAGE_CLASS),
-                provisioner="kubernetes.io/no-provisioner",
-                volumeBindingMode="Immediate",
-            )
-        )
-    except ApiError as exc:
-        if exc.status.code != 409:
-            raise
-    await client.create(
-        PersistentVolume(
-            metadata=ObjectMeta(name=f"pv-{uuid.uuid4().hex[:8]}"),
-            spec=PersistentVolumeSpec(
-                capacity={"storage": "1Gi"},
-                accessModes=["ReadWriteOnce"],
-                storageClassName=STORAGE_CLASS,
-                persistentVolumeReclaimPolicy="Retain",
-                hostPath=HostPathVolumeSource(path=f"/tmp/zixly-pv-{uuid.uuid4().hex[:8]}"),
-            ),
-        )
+async def _volume(client: AsyncClient, namespace: str) -> None:
+    """A statically provisioned volume for the claim in ``namespace`` (no storage
+    provisioner runs here)."""
+    await kube.local_storage_class(client, STORAGE_CLASS)
+    await kube.static_volume(
+        client, STORAGE_CLASS, f"pv-{uuid.uuid4().hex[:8]}", (namespace, objects.CLAIM)
     )
 
 
@@ -191,7 +169,7 @@ async def test_two_tenants_get_isolated_restricted_namespaces(
 async def test_start_stop_upgrade_remove(
     runtime: KubernetesRuntime, kube_client: AsyncClient
 ) -> None:
-    await _volume(kube_client)
+    await _volume(kube_client, runtime.layout.namespace("charlie"))
     spec = _spec("charlie")
     handle = await runtime.create(spec)
     ns = handle.instance_id
