@@ -146,17 +146,21 @@ async def test_restore_refuses_a_database_that_is_not_empty_and_a_folder_without
         await backup.restore(tmp_path / "junk", admin_url, warehouse)
 
 
-def test_cli_drill(admin_url: str, tmp_path: Path) -> None:
-    """``zixly db drill``: back up, restore into a scratch database, compare, drop it."""
-    env = {**os.environ, "ZIXLY_BACKUP_DATABASE_URL": admin_url, "ZIXLY_DATA_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-m", "zixly.cli.main", "db", "drill", "--to", str(tmp_path / "d")],
+def _zixly_db(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "zixly.cli.main", "db", *args],
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+def test_cli_drill(admin_url: str, tmp_path: Path) -> None:
+    """``zixly db drill``: back up, restore into a scratch database, compare, drop it."""
+    env = {**os.environ, "ZIXLY_BACKUP_DATABASE_URL": admin_url, "ZIXLY_DATA_DIR": str(tmp_path)}
+    done = _zixly_db(env, "drill", "--to", str(tmp_path / "d"))
     assert done.returncode == 0, done.stderr
     assert "drill passed" in done.stderr
     assert (tmp_path / "d" / backup.MANIFEST_FILE).is_file()
@@ -164,24 +168,7 @@ def test_cli_drill(admin_url: str, tmp_path: Path) -> None:
     # The same backup restored with `zixly db restore --create` into a new database.
     name = f"zixly_test_cli_{uuid.uuid4().hex[:8]}"
     try:
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "zixly.cli.main",
-                "db",
-                "restore",
-                str(tmp_path / "d"),
-                "--database",
-                name,
-                "--create",
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        done = _zixly_db(env, "restore", str(tmp_path / "d"), "--database", name, "--create")
         assert done.returncode == 0, done.stderr
         assert f"restored into {name}" in done.stderr
     finally:
