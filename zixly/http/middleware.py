@@ -76,6 +76,10 @@ async def routing_error_response(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     error = _RoutingError(exc.status_code, str(exc.detail).lower())
     allow = (exc.headers or {}).get("Allow")
+    if allow:  # Starlette joins a set: give the methods in one order
+        order = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+        methods = {m.strip() for m in allow.split(",") if m.strip()}
+        allow = ", ".join(sorted(methods, key=lambda m: (order.index(m) if m in order else 99, m)))
     request_id = str(request.scope.get("state", {}).get("request_id", ""))
     return error_response(error, request_id, {"Allow": allow} if allow else None)
 
