@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 
@@ -17,6 +17,8 @@ from zixly.core.errors import ZixlyError
 from zixly.core.settings import Settings, get_settings
 from zixly.db import backup
 from zixly.embedded.running import running_stack
+
+T = TypeVar("T")
 
 
 @asynccontextmanager
@@ -40,6 +42,16 @@ def default_folder(settings: Settings) -> Path:
     return settings.data_dir / "backups" / "warehouse" / stamp
 
 
+def _with_url(settings: Settings, work: Callable[[str], Awaitable[T]]) -> T:
+    """Run ``work`` with the backup connection (``backup_url``) on a new event loop."""
+
+    async def go() -> T:
+        async with backup_url(settings) as url:
+            return await work(url)
+
+    return asyncio.run(go())
+
+
 def _print_manifest(console: Console, manifest: backup.Manifest, folder: Path) -> None:
     console.print(
         f"backup of {manifest.database} (PostgreSQL {manifest.server_version}) in {folder}: "
@@ -53,13 +65,13 @@ def _backup(console: Console) -> Any:
         settings = get_settings()
         folder = Path(args.to) if args.to else default_folder(settings)
 
-        async def go() -> backup.Manifest:
-            async with backup_url(settings) as url:
-                return await backup.backup(
-                    url, folder, bin_dir=settings.pg_bin_dir, progress=console.print
-                )
-
-        _print_manifest(console, asyncio.run(go()), folder)
+        manifest = _with_url(
+            settings,
+            lambda url: backup.backup(
+                url, folder, bin_dir=settings.pg_bin_dir, progress=console.print
+            ),
+        )
+        _print_manifest(console, manifest, folder)
         print(folder)
         return 0
 
@@ -71,15 +83,14 @@ def _restore(console: Console) -> Any:
         settings = get_settings()
         folder = Path(args.folder)
 
-        async def go() -> backup.Verification:
-            async with backup_url(settings) as url:
-                if args.create:
-                    await backup.create_database(url, args.database)
-                return await backup.restore(
-                    folder, url, args.database, bin_dir=settings.pg_bin_dir, progress=console.print
-                )
+        async def restore(url: str) -> backup.Verification:
+            if args.create:
+                await backup.create_database(url, args.database)
+            return await backup.restore(
+                folder, url, args.database, bin_dir=settings.pg_bin_dir, progress=console.print
+            )
 
-        result = asyncio.run(go())
+        result = _with_url(settings, restore)
         console.print(
             f"restored into {result.database}: {result.tables} tables, {result.rows} rows, "
             "every count and checksum as in the backup. Point ZIXLY_DATABASE_URL and "
@@ -95,13 +106,12 @@ def _drill(console: Console) -> Any:
         settings = get_settings()
         folder = Path(args.to) if args.to else default_folder(settings)
 
-        async def go() -> backup.DrillReport:
-            async with backup_url(settings) as url:
-                return await backup.drill(
-                    url, folder, bin_dir=settings.pg_bin_dir, progress=console.print
-                )
-
-        report = asyncio.run(go())
+        report = _with_url(
+            settings,
+            lambda url: backup.drill(
+                url, folder, bin_dir=settings.pg_bin_dir, progress=console.print
+            ),
+        )
         _print_manifest(console, report.manifest, folder)
         console.print(
             f"[green]drill passed[/green]: restored into a scratch database, "

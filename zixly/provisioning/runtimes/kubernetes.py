@@ -115,17 +115,14 @@ class KubernetesRuntime:
         return self.layout.namespace(slug)
 
     def _handle(self, namespace: Namespace) -> InstanceHandle:
-        labels = (
-            {k: v for k, v in (namespace.metadata.labels or {}).items() if k.startswith("zixly.")}
-            if namespace.metadata
-            else {}
-        )
-        name = namespace.metadata.name if namespace.metadata else ""
+        meta = namespace.metadata
+        labels = (meta.labels if meta else None) or {}
+        owned = {k: v for k, v in labels.items() if k.startswith("zixly.")}
         return InstanceHandle(
             runtime=self.name,
-            instance_id=str(name),
-            tenant_id=labels.get(TENANT_LABEL, ""),
-            labels=labels,
+            instance_id=str(meta.name if meta else ""),
+            tenant_id=owned.get(TENANT_LABEL, ""),
+            labels=owned,
         )
 
     # --- InstanceRuntime ----------------------------------------------------------------------
